@@ -9,7 +9,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def data_dir() -> Path:
-    """Return the shared data folder: `$FACESPHERE_DATA`, else `../shared/data` from the repo root."""
+    """The shared data folder: `$FACESPHERE_DATA`, else `../shared/data` from the repo root."""
     env = os.environ.get("FACESPHERE_DATA")
     if env:
         return Path(env).expanduser().resolve()

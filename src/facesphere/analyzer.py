@@ -1,0 +1,239 @@
+"""`FaceAnalyzer`: detection -> 5-point alignment -> embedding -> comparison, in one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facesphere.align.landmarks import Landmarker, create_landmarker
+from facesphere.align.templates import align_face, dlib5_to_standard5
+from facesphere.detect.registry import create_detector
+from facesphere.io.image import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from facesphere.models.recognizers import Recognizer, create_recognizer, l2_normalize
+
+# Cosine similarity threshold of the default pipeline (dlib ResNet, flip averaging), chosen on
+# celeba299 development pairs; see docs/threshold.md for how, and its error rates.
+DEFAULT_THRESHOLD = 0.9
+
+
+@dataclass
+class Face:
+    """One face: box (x1, y1, x2, y2), detector score, five landmarks and where it came from."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    landmark_scheme: str = "dlib5"
+    source: str = "detector"
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (no embedding)."""
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "landmark_scheme": self.landmark_scheme,
+            "source": self.source,
+        }
+
+
+@dataclass
+class Verification:
+    """The result of comparing two images' faces."""
+
+    same: bool
+    similarity: float
+    threshold: float
+    faces_a: int
+    faces_b: int
+    face_a: Face | None = None
+    face_b: Face | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "same": self.same,
+            "similarity": round(self.similarity, 6),
+            "threshold": self.threshold,
+            "faces_a": self.faces_a,
+            "faces_b": self.faces_b,
+            "box_a": None if self.face_a is None else self.face_a.to_dict()["box"],
+            "box_b": None if self.face_b is None else self.face_b.to_dict()["box"],
+        }
+
+
+class NoFaceError(ValueError):
+    """An image holds no detectable face."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(f"{source}: no face found")
+        self.source = source
+
+
+def centre_face_box(width: int, height: int, fraction: float = 1 / 2.2) -> np.ndarray:
+    """The box of a face centred in its photo, `fraction` of the shorter side wide.
+
+    The default matches photos cut LFW-style (a square 2.2 times the face box around it).
+    """
+    side = min(width, height) * fraction
+    cx, cy = width / 2.0, height / 2.0
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+
+
+class FaceAnalyzer:
+    """The face pipeline: `detect(img)`, `embed(img)`, `verify(a, b)`.
+
+    detector: registered detector name (`hog`, `cnn`); recognizer: pretrained recognizer name;
+    engine: `dlib`; upsample: detector upsampling (None: the detector's default); flip: average
+    the embeddings of each chip and its mirror image; threshold: cosine similarity above which
+    two faces are the same person; max_pixels: refuse larger images.
+    """
+
+    def __init__(
+        self,
+        detector: str = "hog",
+        recognizer: str = "dlib-resnet",
+        engine: str = "dlib",
+        upsample: int | None = None,
+        flip: bool = True,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        detector_kwargs: dict[str, Any] = {"engine": engine}
+        if upsample is not None:
+            detector_kwargs["upsample"] = upsample
+        self.config = {
+            "detector": detector,
+            "recognizer": recognizer,
+            "engine": engine,
+            "upsample": upsample,
+            "flip": flip,
+            "threshold": threshold,
+            "max_pixels": max_pixels,
+        }
+        self.detector = create_detector(detector, **detector_kwargs)
+        self.landmarker: Landmarker = create_landmarker(engine)
+        self.recognizer: Recognizer = create_recognizer(recognizer, engine=engine)
+        self.flip = flip
+        self.threshold = threshold
+        self.max_pixels = max_pixels
+
+    # -- detection ---------------------------------------------------------------------------
+
+    def load(self, img: ImageInput) -> np.ndarray:
+        """Load any supported image input as RGB uint8 (raises ImageError)."""
+        return load_image(img, max_pixels=self.max_pixels)
+
+    def detect(self, img: ImageInput) -> list[Face]:
+        """All faces in `img`, largest first, each with box, score and five landmarks."""
+        image = self.load(img)
+        detections = self.detector.detect(image)
+        if not detections:
+            return []
+        boxes = np.stack([d.box for d in detections])
+        landmarks = self.landmarker.predict(image, boxes)
+        faces = [
+            Face(d.box, d.score, points, self.landmarker.scheme)
+            for d, points in zip(detections, landmarks)
+        ]
+        return sorted(faces, key=lambda f: -f.area)
+
+    def centre_face(self, image: np.ndarray) -> Face:
+        """A face assumed at the centre of a face-centred photo (used when detection fails)."""
+        box = centre_face_box(image.shape[1], image.shape[0])
+        points = self.landmarker.predict(image, box[None])[0]
+        return Face(box, 0.0, points, self.landmarker.scheme, source="centre")
+
+    # -- embedding ---------------------------------------------------------------------------
+
+    def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """Aligned chips (N, H, W, 3) for `faces`, in the recognizer's template."""
+        template = self.recognizer.template
+        chips = []
+        for face in faces:
+            points = face.landmarks
+            if face.landmark_scheme != template.scheme:
+                if face.landmark_scheme == "dlib5" and template.scheme == "standard5":
+                    points = dlib5_to_standard5(points)
+                else:
+                    raise ValueError(
+                        f"cannot align {face.landmark_scheme} landmarks to {template.name}"
+                    )
+            chips.append(align_face(image, points, template))
+        width, height = template.size
+        return np.stack(chips) if chips else np.zeros((0, height, width, 3), np.uint8)
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Embeddings of aligned chips, averaged with their mirror images when `flip` is on."""
+        chips = np.asarray(chips)
+        if chips.ndim == 3:
+            chips = chips[None]
+        if not self.flip or len(chips) == 0:
+            return self.recognizer.embed_chips(chips)
+        both = self.recognizer.embed_chips(np.concatenate([chips, chips[:, :, ::-1]]))
+        return l2_normalize(both[: len(chips)] + both[len(chips) :])
+
+    def embed(self, img: ImageInput, faces: list[Face] | None = None) -> np.ndarray:
+        """L2-normalised embeddings (N, D) of `faces` in `img` (all detected faces if None)."""
+        image = self.load(img)
+        if faces is None:
+            faces = self.detect(image)
+        vectors = self.embed_chips(self.align(image, faces))
+        for face, vector in zip(faces, vectors):
+            face.embedding = vector
+        return vectors
+
+    def analyze(self, img: ImageInput, fallback: str = "none") -> list[Face]:
+        """Detect and embed every face; with `fallback="centre"` a photo without a detected face
+        yields one centre face instead of none."""
+        image = self.load(img)
+        faces = self.detect(image)
+        if not faces and fallback == "centre":
+            faces = [self.centre_face(image)]
+        elif fallback not in ("none", "centre"):
+            raise ValueError(f"fallback must be 'none' or 'centre', not {fallback!r}")
+        self.embed(image, faces)
+        return faces
+
+    # -- comparison --------------------------------------------------------------------------
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine similarity of L2-normalised embeddings (rows of a against rows of b)."""
+        return np.atleast_2d(a) @ np.atleast_2d(b).T
+
+    def verify(
+        self, a: ImageInput, b: ImageInput, source_a: str = "a", source_b: str = "b"
+    ) -> Verification:
+        """Compare the largest face of `a` with the largest face of `b`.
+
+        Raises NoFaceError when either image has no face.
+        """
+        faces_a = self.analyze(a)
+        faces_b = self.analyze(b)
+        if not faces_a:
+            raise NoFaceError(source_a)
+        if not faces_b:
+            raise NoFaceError(source_b)
+        face_a, face_b = faces_a[0], faces_b[0]
+        score = float(face_a.embedding @ face_b.embedding)
+        return Verification(
+            score >= self.threshold,
+            score,
+            self.threshold,
+            len(faces_a),
+            len(faces_b),
+            face_a,
+            face_b,
+        )
+
+
+def verify(a: ImageInput, b: ImageInput, analyzer: FaceAnalyzer | None = None) -> Verification:
+    """Compare the largest faces of two images with the default pipeline."""
+    return (analyzer or FaceAnalyzer()).verify(a, b)

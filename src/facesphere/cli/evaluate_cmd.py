@@ -1,0 +1,106 @@
+"""`facesphere evaluate pairs`: the verification protocol (LFW 10-fold or a pair list)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from facesphere.cli.common import (
+    DetectorOption,
+    EngineOption,
+    UpsampleOption,
+    build_analyzer,
+    fail,
+    print_json,
+)
+
+evaluate_app = typer.Typer(
+    help="Evaluate the pipeline with standard protocols.", no_args_is_help=True
+)
+
+
+class Protocol(str, Enum):
+    lfw = "lfw"
+    list = "list"
+
+
+@evaluate_app.command("pairs")
+def pairs(
+    images: Path = typer.Option(..., "--images", help="Image root folder."),
+    pairs_file: Path = typer.Option(..., "--pairs", help="Pairs file."),
+    protocol: Protocol = typer.Option(Protocol.lfw, "--protocol", help="lfw (pairs.txt) or list."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the ROC curve image here."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=2, help="Use only the first N pairs of each fold."
+    ),
+    workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="Worker processes."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the embedding cache."),
+    detector: str = DetectorOption,
+    engine=EngineOption,
+    upsample: int | None = UpsampleOption,
+) -> None:
+    """10-fold verification accuracy (threshold chosen on 9 folds), AUC, EER, TAR@FAR."""
+    from facesphere.eval.pairs import PairsFormatError, read_lfw_pairs, read_pair_list
+    from facesphere.eval.verification import evaluate_pairs, plot_roc
+
+    if not images.is_dir():
+        fail(f"{images}: image folder not found")
+    if not pairs_file.is_file():
+        fail(f"{pairs_file}: pairs file not found")
+    try:
+        if protocol is Protocol.lfw:
+            pair_list = read_lfw_pairs(pairs_file, images)
+        else:
+            pair_list = read_pair_list(pairs_file, images)
+    except PairsFormatError as exc:
+        fail(str(exc))
+    if limit is not None:
+        pair_list = _first_per_fold(pair_list, limit)
+    analyzer = build_analyzer(detector, engine, upsample)
+    try:
+        report = evaluate_pairs(pair_list, analyzer.config, workers, use_cache=not no_cache)
+    except ValueError as exc:
+        fail(str(exc))
+    data = report.to_dict()
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(data, indent=2) + "\n")
+    if plot is not None:
+        plot_roc(report, plot, title=f"{pairs_file.name}: {report.pairs} pairs")
+    _print_report(data)
+
+
+def _first_per_fold(pair_list: list, limit: int) -> list:
+    """Keep the first limit/2 same and limit/2 different pairs of each fold."""
+    kept, counts = [], {}
+    for pair in pair_list:
+        key = (pair.fold, pair.same)
+        if counts.get(key, 0) < limit // 2:
+            counts[key] = counts.get(key, 0) + 1
+            kept.append(pair)
+    return kept
+
+
+def _print_report(data: dict) -> None:
+    typer.echo(f"pairs: {data['pairs']}  images: {data['images']}  time: {data['seconds']:.1f} s")
+    typer.echo(f"accuracy (10-fold): {data['accuracy_mean']:.4f} +- {data['accuracy_std']:.4f}")
+    typer.echo(f"AUC: {data['auc']:.4f}  EER: {data['eer']:.4f}")
+    for far, tar in data["tar_at_far"].items():
+        typer.echo(f"TAR @ FAR {far}: {tar:.4f}")
+    typer.echo(f"no face found: {data['no_face']} image(s) ({data['no_face_action']})")
+    if data["unreadable"]:
+        typer.echo(
+            f"unreadable: {len(data['unreadable'])} image(s); first: {data['unreadable'][0]}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `evaluate` group to the CLI."""
+    app.add_typer(evaluate_app, name="evaluate")
+
+
+__all__ = ["print_json", "register"]

@@ -1,0 +1,205 @@
+"""CLI verbs of the face pipeline: detect, verify, embed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from facesphere.cli.common import (
+    EXIT_NO_FACE,
+    DetectorOption,
+    EngineOption,
+    UpsampleOption,
+    build_analyzer,
+    fail,
+    print_json,
+)
+from facesphere.io.image import ImageError
+
+
+def detect(
+    image: Path = typer.Argument(..., help="Image file."),
+    draw: Path | None = typer.Option(None, "--draw", help="Write the image with faces drawn."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+    detector: str = DetectorOption,
+    engine=EngineOption,
+    upsample: int | None = UpsampleOption,
+) -> None:
+    """Find faces: boxes, scores and five landmarks."""
+    from facesphere.io.draw import draw_faces, save_image
+
+    analyzer = build_analyzer(detector, engine, upsample)
+    try:
+        pixels = analyzer.load(image)
+    except ImageError as exc:
+        fail(str(exc))
+    faces = analyzer.detect(pixels)
+    if draw is not None:
+        save_image(draw_faces(pixels, faces), draw)
+    if json_output:
+        print_json(
+            {
+                "image": str(image),
+                "width": pixels.shape[1],
+                "height": pixels.shape[0],
+                "faces": [f.to_dict() for f in faces],
+            }
+        )
+    else:
+        typer.echo(f"{image}: {len(faces)} face(s)")
+        for i, face in enumerate(faces):
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            typer.echo(f"  [{i}] box ({box}) score {face.score:.3f}")
+        if draw is not None:
+            typer.echo(f"drawn to {draw}")
+
+
+def verify(
+    image_a: Path = typer.Argument(..., help="First image."),
+    image_b: Path = typer.Argument(..., help="Second image."),
+    all_pairs: bool = typer.Option(
+        False, "--all", help="Compare every face of A with every face of B."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Cosine similarity threshold."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+    detector: str = DetectorOption,
+    engine=EngineOption,
+    upsample: int | None = UpsampleOption,
+) -> None:
+    """Are the people in two photos the same person? Compares the largest faces."""
+    from facesphere.analyzer import DEFAULT_THRESHOLD
+
+    analyzer = build_analyzer(
+        detector, engine, upsample, threshold=DEFAULT_THRESHOLD if threshold is None else threshold
+    )
+    try:
+        faces_a = analyzer.analyze(image_a)
+        faces_b = analyzer.analyze(image_b)
+    except ImageError as exc:
+        fail(str(exc))
+    missing = [str(p) for p, faces in ((image_a, faces_a), (image_b, faces_b)) if not faces]
+    if missing:
+        fail(f"no face found in {' and '.join(missing)}", EXIT_NO_FACE)
+    cut = analyzer.threshold
+    best = float(faces_a[0].embedding @ faces_b[0].embedding)
+    result = {
+        "same": best >= cut,
+        "similarity": round(best, 6),
+        "threshold": cut,
+        "faces_a": len(faces_a),
+        "faces_b": len(faces_b),
+        "box_a": faces_a[0].to_dict()["box"],
+        "box_b": faces_b[0].to_dict()["box"],
+    }
+    if all_pairs:
+        matrix = (
+            np.stack([f.embedding for f in faces_a]) @ np.stack([f.embedding for f in faces_b]).T
+        )
+        result["pairs"] = [
+            {
+                "a": i,
+                "b": j,
+                "similarity": round(float(matrix[i, j]), 6),
+                "same": bool(matrix[i, j] >= cut),
+            }
+            for i in range(len(faces_a))
+            for j in range(len(faces_b))
+        ]
+    if json_output:
+        print_json(result)
+        return
+    verdict = "SAME person" if result["same"] else "DIFFERENT people"
+    typer.echo(
+        f"{verdict}: similarity {best:.4f} (threshold {cut:.4f}; "
+        f"{len(faces_a)} face(s) in A, {len(faces_b)} in B; largest faces compared)"
+    )
+    for row in result.get("pairs", []):
+        typer.echo(
+            f"  A[{row['a']}] vs B[{row['b']}]: {row['similarity']:.4f} "
+            f"{'same' if row['same'] else 'different'}"
+        )
+
+
+def embed(
+    paths: list[Path] = typer.Argument(..., help="Images or folders (walked recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npz file."),
+    workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="Worker processes."),
+    largest_only: bool = typer.Option(
+        False, "--largest", help="Keep only the largest face per image."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    detector: str = DetectorOption,
+    engine=EngineOption,
+    upsample: int | None = UpsampleOption,
+) -> None:
+    """Embed every face of many images into an .npz (paths, boxes, embeddings).
+
+    Images without a face, and unreadable files, are listed in the output and on stderr.
+    """
+    from facesphere.batch import analyze_files, iter_image_files
+
+    files = iter_image_files(paths)
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        fail(f"not found: {', '.join(missing[:5])}")
+    if not files:
+        fail("no image files given")
+    analyzer = build_analyzer(detector, engine, upsample)
+    rows_path, rows_face, boxes, scores, vectors = [], [], [], [], []
+    no_face, errors = [], []
+    for result in analyze_files(
+        [str(p) for p in files],
+        analyzer.config,
+        workers,
+        largest_only=largest_only,
+        analyzer=analyzer,
+    ):
+        if result.error:
+            errors.append(f"{result.path}: {result.error}")
+        elif not result.faces:
+            no_face.append(result.path)
+        for index, face in enumerate(result.faces):
+            rows_path.append(result.path)
+            rows_face.append(index)
+            boxes.append(face.box)
+            scores.append(face.score)
+            vectors.append(face.embedding)
+    dim = analyzer.recognizer.embedding_dim
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out,
+        paths=np.array(rows_path, dtype=str),
+        face_index=np.array(rows_face, dtype=np.int32),
+        boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        scores=np.array(scores, dtype=np.float32),
+        embeddings=np.array(vectors, dtype=np.float32).reshape(-1, dim),
+        no_face=np.array(no_face, dtype=str),
+        errors=np.array(errors, dtype=str),
+        recognizer=np.array(analyzer.recognizer.name),
+    )
+    summary = {
+        "out": str(out),
+        "images": len(files),
+        "faces": len(vectors),
+        "no_face": no_face,
+        "errors": errors,
+    }
+    if json_output:
+        print_json(summary)
+    else:
+        typer.echo(f"{len(vectors)} face(s) from {len(files)} image(s) -> {out}")
+    for path in no_face:
+        typer.echo(f"no face: {path}", err=True)
+    for line in errors:
+        typer.echo(f"unreadable: {line}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add detect, verify and embed to the CLI."""
+    app.command()(detect)
+    app.command()(verify)
+    app.command()(embed)

@@ -1,0 +1,86 @@
+"""The default pipeline on real LFW photos: detection, landmarks, embeddings, decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesphere import FaceAnalyzer, NoFaceError, verify
+from facesphere.batch import analyze_files
+from facesphere.eval.pairs import read_lfw_pairs
+
+LFW_PHOTOS = [
+    "Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
+    "Angelina_Jolie/Angelina_Jolie_0001.jpg",
+    "Colin_Powell/Colin_Powell_0001.jpg",
+    "Serena_Williams/Serena_Williams_0001.jpg",
+    "Vladimir_Putin/Vladimir_Putin_0001.jpg",
+]
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer()
+
+
+def test_detects_one_face_near_the_centre(analyzer: FaceAnalyzer, shared_data: Path) -> None:
+    for name in LFW_PHOTOS:
+        faces = analyzer.detect(shared_data / "lfw" / "images" / name)
+        assert faces, f"no face in {name}"
+        central = [
+            f
+            for f in faces
+            if abs((f.box[0] + f.box[2]) / 2 - 125) < 25
+            and abs((f.box[1] + f.box[3]) / 2 - 125) < 30
+        ]
+        assert len(central) == 1, f"{name}: {[f.box for f in faces]}"
+        face = central[0]
+        assert 60 < face.box[2] - face.box[0] < 160
+        # landmarks lie inside the box: eyes in the upper half, nose below them
+        x1, _, x2, y2 = face.box
+        assert ((face.landmarks[:, 0] > x1) & (face.landmarks[:, 0] < x2)).all()
+        assert face.landmarks[:4, 1].max() < face.landmarks[4, 1] < y2
+
+
+def test_embeddings_are_unit_vectors(analyzer: FaceAnalyzer, shared_data: Path) -> None:
+    vectors = analyzer.embed(shared_data / "lfw" / "images" / LFW_PHOTOS[0])
+    assert vectors.shape == (1, 128) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_lfw_pairs_are_decided_right(analyzer: FaceAnalyzer, shared_data: Path) -> None:
+    pairs = read_lfw_pairs(shared_data / "lfw" / "pairs.txt", shared_data / "lfw" / "images")
+    chosen = pairs[:5] + pairs[300:305]
+    for pair in chosen:
+        result = analyzer.verify(pair.path_a, pair.path_b)
+        assert result.same == pair.same, (pair, result.similarity)
+
+
+def test_no_face_raises(analyzer: FaceAnalyzer, shared_data: Path) -> None:
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    assert analyzer.detect(blank) == []
+    with pytest.raises(NoFaceError, match="no face"):
+        analyzer.verify(blank, shared_data / "lfw" / "images" / LFW_PHOTOS[0])
+    # The centre fallback still yields one face.
+    faces = analyzer.analyze(blank, fallback="centre")
+    assert len(faces) == 1 and faces[0].source == "centre"
+
+
+def test_module_level_verify(shared_data: Path) -> None:
+    a = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    b = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0002.jpg"
+    assert verify(a, b).same
+
+
+def test_worker_pool_matches_one_process(analyzer: FaceAnalyzer, shared_data: Path) -> None:
+    paths = [str(shared_data / "lfw" / "images" / name) for name in LFW_PHOTOS[:4]]
+    serial = list(
+        analyze_files(paths, analyzer.config, workers=1, progress=False, analyzer=analyzer)
+    )
+    pooled = list(analyze_files(paths, analyzer.config, workers=2, progress=False))
+    assert [r.path for r in pooled] == paths
+    for one, two in zip(serial, pooled):
+        assert len(one.faces) == len(two.faces)
+        np.testing.assert_allclose(one.faces[0].embedding, two.faces[0].embedding, atol=1e-6)
