@@ -1,0 +1,92 @@
+"""`facesphere models`: list the registered backbones and heads with their size and cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from facesphere.cli.common import print_json
+
+HEAD_EMBEDDING_DIM = 512
+HEAD_NUM_CLASSES = 1000
+
+
+def _backbone_rows() -> list[dict[str, Any]]:
+    import torch
+
+    from facesphere.models.backbones import create_backbone, list_backbones
+    from facesphere.models.summary import count_flops, count_params
+
+    rows: list[dict[str, Any]] = []
+    for name in list_backbones():
+        # Built on the meta device: shapes only, so counting costs no memory or compute.
+        with torch.device("meta"):
+            model = create_backbone(name)
+        input_size = list(getattr(model, "input_size", (112, 112)))
+        rows.append(
+            {
+                "name": name,
+                "kind": "backbone",
+                "params": count_params(model),
+                "flops": count_flops(model, input_size),
+                "input_size": input_size,
+                "embedding_dim": int(getattr(model, "embedding_dim", 512)),
+            }
+        )
+    return rows
+
+
+def _head_rows() -> list[dict[str, Any]]:
+    import torch
+
+    from facesphere.models.summary import count_params
+
+    try:
+        from facesphere.models.heads import create_head, list_heads
+    except ImportError as exc:
+        typer.echo(f"warning: heads unavailable ({exc})", err=True)
+        return []
+    rows: list[dict[str, Any]] = []
+    for name in list_heads():
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": "head",
+            "embedding_dim": HEAD_EMBEDDING_DIM,
+            "num_classes": HEAD_NUM_CLASSES,
+        }
+        try:
+            with torch.device("meta"):
+                head = create_head(name, HEAD_EMBEDDING_DIM, HEAD_NUM_CLASSES)
+            row["params"] = count_params(head)
+        except Exception as exc:  # a head that cannot be built is reported, not fatal
+            row["params"] = None
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        rows.append(row)
+    return rows
+
+
+def _format_count(value: int | None, unit: float, suffix: str) -> str:
+    return "-" if value is None else f"{value / unit:.2f}{suffix}"
+
+
+def models(
+    json_output: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """Backbones (params, forward FLOPs at their default input) and heads (params)."""
+    rows = _backbone_rows() + _head_rows()
+    if json_output:
+        print_json(rows)
+        return
+    typer.echo(f"{'name':<22} {'kind':<9} {'params':>9} {'GFLOPs':>8}  input")
+    for row in rows:
+        size = "x".join(str(s) for s in row.get("input_size", [])) or "-"
+        flops = _format_count(row.get("flops"), 1e9, "")
+        params = _format_count(row["params"], 1e6, "M")
+        typer.echo(f"{row['name']:<22} {row['kind']:<9} {params:>9} {flops:>8}  {size}")
+    typer.echo("FLOPs as counted by torch (a multiply-add is 2); heads at 512-d x 1000 classes.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `models` command to the CLI."""
+    app.command("models")(models)
