@@ -1,0 +1,257 @@
+"""dlib's MMOD CNN face detector (mmod_human_face_detector) in torch.
+
+How dlib runs it, and how this module reproduces it:
+
+* Optional upsampling (``upsample`` times) with dlib's ``pyramid_up`` for ``pyramid_down<2>``:
+  an image of R x C pixels becomes (2R + 1) x (2C + 2), bilinear with corner-aligned sampling,
+  values truncated to whole grey levels; detections are mapped back with ``p / 2 - (1.25,
+  0.75)`` per level.
+* The input layer builds an image pyramid with ``pyramid_down<6>`` sizes (each level is
+  floor(5/6) of the previous one, down to 5 rows) and tiles all levels into one big image
+  (first column downwards, then back up along the right edge; 10 px between levels, 11 px
+  border, zeros elsewhere). Level 0 is (pixel - channel mean) / 256; every next level is a
+  corner-aligned bilinear resize of the previous one. The whole pyramid therefore goes
+  through the network in a single forward pass.
+* The network: three 5x5/2 convolutions (16, 32, 32 filters, no padding) each with affine
+  and relu, three 5x5 convolutions with 45 filters (padding 2) with affine and relu, and a
+  9x9 convolution (padding 4) giving one score per cell.
+* A score cell (r, c) maps back to the tiled image at (8c + 14, 8r + 14) (through the three
+  strided convolutions); the detection window (80 x 80 in the file) is centred there, moved
+  to the nearest pyramid level and scaled up by (6/5) per level with dlib's +0.3 offset.
+* Cells scoring above ``adjust_threshold`` (0) are kept, sorted by score and greedily
+  suppressed with loss_mmod's overlap test on rounded rectangles: intersection over the
+  bounding box of both > the file's IoU threshold, or intersection covering more than the
+  file's percent-covered threshold of either box.
+
+Boxes are in dlib's rectangle convention: (left, top, right, bottom) in pixels with right and
+bottom **inclusive** (width = right - left + 1), and integral like dlib's output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesphere.pretrained._dlib_torch import LayerCursor, conv_affine
+from facesphere.pretrained.dlib_format import DlibFormatError, DlibNetwork, load_pretrained
+
+
+def _lround(x: np.ndarray | float) -> np.ndarray:
+    """C's lround: halves rounded away from zero."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+class MMODNet(nn.Module):
+    """The detector's convolutional network: normalised RGB (N, 3, H, W) -> scores (N, K, h, w)."""
+
+    def __init__(self, net: DlibNetwork) -> None:
+        super().__init__()
+        cur = LayerCursor(net)
+        convs: list[nn.Conv2d] = []
+        while cur.i < len(net.layers) - 1:
+            con = cur.take("con")
+            convs.append(conv_affine(con, cur.take("affine")))
+            cur.take("relu")
+        self.body = nn.ModuleList(convs)
+        self.head = conv_affine(cur.take("con"), None)
+        cur.done()
+        # map output cell -> input pixel: p_in = p_out * stride - padding + kernel // 2
+        scale, offset = 1.0, 0.0
+        for conv in [*convs, self.head]:
+            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+            offset += scale * (k // 2 - p)
+            scale *= s
+        self.cell_scale = scale
+        self.cell_offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.body:
+            x = F.relu(conv(x))
+        return self.head(x)
+
+
+def pyramid_rects(nr: int, nc: int, padding: int = 10, outer_padding: int = 11,
+                  ) -> tuple[list[tuple[int, int, int, int]], int, int]:
+    """Placement of the pyramid_down<6> levels in dlib's tiled image.
+
+    Returns ([(left, top, right, bottom) inclusive per level], tiled rows, tiled columns).
+    """
+    sizes = [(nr, nc)]
+    rate = 5.0 / 6.0
+    while True:
+        nr, nc = math.floor(rate * nr), math.floor(rate * nc)
+        if nr * nc == 0 or nr < 5:
+            break
+        sizes.append((nr, nc))
+    h0, w0 = sizes[0]
+    total_height = sum(h + padding for h, _ in sizes) - 2 * padding
+    height = 0
+    prev_width = 0
+    for h, w in sizes:
+        if w <= w0 - prev_width - padding and (height - h0) * 2 >= total_height - h0:
+            break
+        height += h + padding
+        prev_width = w
+    height -= padding
+    out_nr = height + 2 * outer_padding
+    out_nc = w0 + 2 * outer_padding
+    rects: list[tuple[int, int, int, int]] = []
+    y = outer_padding
+    i = 0
+    while y < height + outer_padding and i < len(sizes):
+        h, w = sizes[i]
+        rects.append((outer_padding, y, outer_padding + w - 1, y + h - 1))
+        y += h + padding
+        i += 1
+    y -= padding
+    first = rects[0]
+    while i < len(sizes):
+        h, w = sizes[i]
+        right, bottom = outer_padding + w0 - 1, y - 1
+        rect = (right - (w - 1), bottom - (h - 1), right, bottom)
+        overlap = not (rect[2] < first[0] or rect[0] > first[2]
+                       or rect[3] < first[1] or rect[1] > first[3])
+        if overlap:
+            break
+        rects.append(rect)
+        y -= h + padding
+        i += 1
+    return rects, out_nr, out_nc
+
+
+def _resize_aligned(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Corner-aligned bilinear resize (dlib's resize_image) of (N, C, H, W)."""
+    if x.shape[2] == h and x.shape[3] == w:
+        return x
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=True)
+
+
+def pyramid_up_size(nr: int, nc: int) -> tuple[int, int]:
+    """Output size of dlib's pyramid_up with pyramid_down<2>."""
+    bottom = int(_lround((nr - 1 + 0.75) * 2))
+    right = int(_lround((nc - 1 + 1.25) * 2))
+    return bottom + 1, right + 1
+
+
+def overlaps_nms(kept: np.ndarray, box: np.ndarray, iou: float, covered: float) -> bool:
+    """loss_mmod's overlap test of integral inclusive `box` (4,) against `kept` (K, 4)."""
+    if len(kept) == 0:
+        return False
+    iw = np.minimum(kept[:, 2], box[2]) - np.maximum(kept[:, 0], box[0]) + 1
+    ih = np.minimum(kept[:, 3], box[3]) - np.maximum(kept[:, 1], box[1]) + 1
+    inner = np.where((iw > 0) & (ih > 0), iw * ih, 0).astype(np.float64)
+    ow = np.maximum(kept[:, 2], box[2]) - np.minimum(kept[:, 0], box[0]) + 1
+    oh = np.maximum(kept[:, 3], box[3]) - np.minimum(kept[:, 1], box[1]) + 1
+    area_k = (kept[:, 2] - kept[:, 0] + 1) * (kept[:, 3] - kept[:, 1] + 1)
+    area_b = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hit = (inner / (ow * oh) > iou) | (inner / area_k > covered) | (inner / area_b > covered)
+    return bool(np.any(hit & (inner > 0)))
+
+
+class TorchMMODDetector:
+    """dlib's CNN face detector on torch; `detect` returns [(box, score)] by score desc."""
+
+    name = "dlib-mmod"
+
+    def __init__(self, device: str = "cpu", upsample: int = 0, adjust_threshold: float = 0.0
+                 ) -> None:
+        net = load_pretrained("mmod")
+        if not isinstance(net, DlibNetwork) or net.loss.get("kind") != "mmod":
+            raise DlibFormatError("the bundled MMOD file is not an MMOD detector")
+        if net.loss.get("use_bounding_box_regression"):
+            raise DlibFormatError(f"{net.path}: bounding box regression is not supported")
+        self.device = torch.device(device)
+        self.upsample = int(upsample)
+        if self.upsample < 0:
+            raise ValueError("upsample must be >= 0")
+        self.adjust_threshold = float(adjust_threshold)
+        self.model = MMODNet(net).eval().to(self.device).to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(net.input["mean_rgb"], dtype=torch.float32,
+                                 device=self.device).view(1, 3, 1, 1)
+        self.padding = int(net.input["pyramid_padding"])
+        self.outer_padding = int(net.input["pyramid_outer_padding"])
+        self.windows = [(w["width"], w["height"]) for w in net.loss["detector_windows"]]
+        self.nms_iou = float(net.loss["nms_iou"])
+        self.nms_covered = float(net.loss["nms_percent_covered"])
+
+    # -- stages -------------------------------------------------------------------------------
+    def _upsampled(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(self.device)
+        x = x.permute(2, 0, 1)[None].float()
+        for _ in range(self.upsample):
+            h, w = pyramid_up_size(x.shape[2], x.shape[3])
+            x = torch.floor(_resize_aligned(x, h, w))
+        return x
+
+    def tiled_pyramid(self, image: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+        """The network input for `image` (after upsampling) and the level rectangles."""
+        x = self._upsampled(image)
+        rects, out_nr, out_nc = pyramid_rects(x.shape[2], x.shape[3], self.padding,
+                                              self.outer_padding)
+        tiled = torch.zeros((1, 3, out_nr, out_nc), device=self.device)
+        level = (x - self.mean) * (1.0 / 256.0)
+        for i, (left, top, right, bottom) in enumerate(rects):
+            if i > 0:
+                level = _resize_aligned(level, bottom - top + 1, right - left + 1)
+            tiled[:, :, top:bottom + 1, left:right + 1] = level
+        return tiled, rects
+
+    def _boxes(self, scores: np.ndarray, rects: list[tuple[int, ...]]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        k_idx, rows, cols = np.nonzero(scores > self.adjust_threshold)
+        values = scores[k_idx, rows, cols].astype(np.float64)
+        if len(values) == 0:
+            return np.zeros((0, 4)), values
+        px = cols * self.model.cell_scale + self.model.cell_offset
+        py = rows * self.model.cell_scale + self.model.cell_offset
+        r = np.asarray(rects, dtype=np.float64)  # (L, 4)
+        cx = np.clip(px[:, None], r[None, :, 0], r[None, :, 2])
+        cy = np.clip(py[:, None], r[None, :, 1], r[None, :, 3])
+        level = np.argmin(np.hypot(cx - px[:, None], cy - py[:, None]), axis=1)
+        win = np.asarray(self.windows, dtype=np.float64)[k_idx]
+        half_w = (win[:, 0] - 1) / 2
+        half_h = (win[:, 1] - 1) / 2
+        box = np.stack([px - half_w, py - half_h, px + half_w, py + half_h], axis=1)
+        box -= r[level][:, [0, 1, 0, 1]]
+        for lv in range(1, int(level.max()) + 1 if len(level) else 1):
+            sel = level >= lv
+            box[sel] = box[sel] * 1.2 + 0.3
+        order = np.argsort(-values, kind="stable")
+        return box[order], values[order]
+
+    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Faces in RGB uint8 `image` (H, W, 3): [(float32 [x1, y1, x2, y2] inclusive, score)]."""
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] < 3:
+            raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+        image = image[:, :, :3]
+        with torch.inference_mode():
+            tiled, rects = self.tiled_pyramid(image)
+            tiled = tiled.contiguous(memory_format=torch.channels_last)
+            scores = self.model(tiled)[0].float().cpu().numpy()
+        boxes, values = self._boxes(scores, rects)
+        kept: list[np.ndarray] = []
+        kept_scores: list[float] = []
+        for box, score in zip(_lround(boxes), values, strict=True):
+            if overlaps_nms(np.asarray(kept).reshape(-1, 4), box, self.nms_iou,
+                            self.nms_covered):
+                continue
+            kept.append(box)
+            kept_scores.append(float(score))
+        out: list[tuple[np.ndarray, float]] = []
+        for box, score in zip(kept, kept_scores, strict=True):
+            b = box.astype(np.float64)
+            if self.upsample:
+                for _ in range(self.upsample):
+                    b = b / 2.0 - np.array([1.25, 0.75, 1.25, 0.75])
+                b = _lround(b)
+            out.append((b.astype(np.float32), score))
+        return out
