@@ -89,29 +89,33 @@ def centre_face_box(width: int, height: int, fraction: float = 1 / 2.2) -> np.nd
 class FaceAnalyzer:
     """The face pipeline: `detect(img)`, `embed(img)`, `verify(a, b)`.
 
-    detector: registered detector name (`hog`, `cnn`); recognizer: pretrained recognizer name;
-    engine: `dlib`; upsample: detector upsampling (None: the detector's default); flip: average
-    the embeddings of each chip and its mirror image; threshold: cosine similarity above which
-    two faces are the same person; max_pixels: refuse larger images.
+    detector: registered detector name (`cnn`, `hog`); recognizer: pretrained recognizer
+    name; engine: `torch` (dlib's models rebuilt in torch) or `dlib` (dlib itself); device:
+    `cpu` or `cuda` (torch engine); upsample: detector upsampling (None: the detector's
+    default); flip: average the embeddings of each chip and its mirror image; threshold: cosine
+    similarity at or above which two faces are the same person; max_pixels: refuse larger
+    images.
     """
 
     def __init__(
         self,
-        detector: str = "hog",
+        detector: str = "cnn",
         recognizer: str = "dlib-resnet",
-        engine: str = "dlib",
+        engine: str = "torch",
+        device: str = "cpu",
         upsample: int | None = None,
         flip: bool = True,
         threshold: float = DEFAULT_THRESHOLD,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        detector_kwargs: dict[str, Any] = {"engine": engine}
+        detector_kwargs: dict[str, Any] = {"engine": engine, "device": device}
         if upsample is not None:
             detector_kwargs["upsample"] = upsample
         self.config = {
             "detector": detector,
             "recognizer": recognizer,
             "engine": engine,
+            "device": device,
             "upsample": upsample,
             "flip": flip,
             "threshold": threshold,
@@ -119,7 +123,7 @@ class FaceAnalyzer:
         }
         self.detector = create_detector(detector, **detector_kwargs)
         self.landmarker: Landmarker = create_landmarker(engine)
-        self.recognizer: Recognizer = create_recognizer(recognizer, engine=engine)
+        self.recognizer: Recognizer = create_recognizer(recognizer, engine=engine, device=device)
         self.flip = flip
         self.threshold = threshold
         self.max_pixels = max_pixels

@@ -24,8 +24,9 @@ class DlibShapePredictor5:
     scheme = "dlib5"
 
     def __init__(self) -> None:
-        import dlib
+        from facesphere.detect.dlib_detectors import import_dlib
 
+        dlib = import_dlib()
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(dlib_model_path("shape5")))
         self._lock = threading.Lock()
@@ -42,8 +43,27 @@ class DlibShapePredictor5:
         return out
 
 
-def create_landmarker(engine: str = "dlib") -> Landmarker:
-    """The 5-point landmark model of `engine`."""
+class TorchShapePredictor5:
+    """dlib's 5-point shape predictor evaluated in numpy, batched over faces (same points)."""
+
+    scheme = "dlib5"
+
+    def __init__(self) -> None:
+        from facesphere.pretrained.dlib_shape import TorchShapePredictor
+
+        self._predictor = TorchShapePredictor()
+
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Landmarks (N, 5, 2) for boxes (N, 4) with exclusive right/bottom edges."""
+        boxes = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+        inclusive = boxes - np.array([0.0, 0.0, 1.0, 1.0])
+        return self._predictor.predict(image, inclusive).astype(np.float32)
+
+
+def create_landmarker(engine: str = "torch") -> Landmarker:
+    """The 5-point landmark model of `engine` (`torch` or `dlib`)."""
+    if engine == "torch":
+        return TorchShapePredictor5()
     if engine == "dlib":
         return DlibShapePredictor5()
-    raise ValueError(f"no landmark model for engine {engine!r}")
+    raise ValueError(f"unknown engine {engine!r}; use 'torch' or 'dlib'")

@@ -16,6 +16,7 @@ EXIT_NO_FACE = 3
 
 
 class Engine(str, Enum):
+    torch = "torch"
     dlib = "dlib"
 
 
@@ -30,18 +31,25 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-DetectorOption = typer.Option("hog", "--detector", "-d", help="Face detector: hog or cnn.")
-EngineOption = typer.Option(Engine.dlib, "--engine", help="Inference engine.")
+DetectorOption = typer.Option("cnn", "--detector", "-d", help="Face detector: cnn (MMOD) or hog.")
+EngineOption = typer.Option(
+    Engine.torch, "--engine", help="torch: dlib's models rebuilt in torch; dlib: dlib itself."
+)
+DeviceOption = typer.Option("cpu", "--device", help="cpu or cuda (torch engine).")
 UpsampleOption = typer.Option(
     None, "--upsample", min=0, max=4, help="Detector upsampling (default: the detector's own)."
 )
 
 
-def build_analyzer(detector: str, engine: Engine, upsample: int | None, **kwargs: Any):
+def build_analyzer(
+    detector: str, engine: Engine, upsample: int | None, device: str = "cpu", **kwargs: Any
+):
     """A FaceAnalyzer, with configuration errors turned into exit code 2."""
     from facesphere.analyzer import FaceAnalyzer
 
     try:
-        return FaceAnalyzer(detector=detector, engine=engine.value, upsample=upsample, **kwargs)
-    except (KeyError, ValueError) as exc:
+        return FaceAnalyzer(
+            detector=detector, engine=engine.value, device=device, upsample=upsample, **kwargs
+        )
+    except (KeyError, ValueError, ImportError, RuntimeError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))

@@ -10,6 +10,7 @@ import typer
 
 from facesphere.cli.common import (
     DetectorOption,
+    DeviceOption,
     EngineOption,
     UpsampleOption,
     build_analyzer,
@@ -42,6 +43,7 @@ def pairs(
     detector: str = DetectorOption,
     engine=EngineOption,
     upsample: int | None = UpsampleOption,
+    device: str = DeviceOption,
 ) -> None:
     """10-fold verification accuracy (threshold chosen on 9 folds), AUC, EER, TAR@FAR."""
     from facesphere.eval.pairs import PairsFormatError, read_lfw_pairs, read_pair_list
@@ -60,7 +62,7 @@ def pairs(
         fail(str(exc))
     if limit is not None:
         pair_list = _first_per_fold(pair_list, limit)
-    analyzer = build_analyzer(detector, engine, upsample)
+    analyzer = build_analyzer(detector, engine, upsample, device)
     try:
         report = evaluate_pairs(pair_list, analyzer.config, workers, use_cache=not no_cache)
     except ValueError as exc:

@@ -10,6 +10,7 @@ import typer
 from facesphere.cli.common import (
     EXIT_NO_FACE,
     DetectorOption,
+    DeviceOption,
     EngineOption,
     UpsampleOption,
     build_analyzer,
@@ -26,11 +27,12 @@ def detect(
     detector: str = DetectorOption,
     engine=EngineOption,
     upsample: int | None = UpsampleOption,
+    device: str = DeviceOption,
 ) -> None:
     """Find faces: boxes, scores and five landmarks."""
     from facesphere.io.draw import draw_faces, save_image
 
-    analyzer = build_analyzer(detector, engine, upsample)
+    analyzer = build_analyzer(detector, engine, upsample, device)
     try:
         pixels = analyzer.load(image)
     except ImageError as exc:
@@ -69,12 +71,17 @@ def verify(
     detector: str = DetectorOption,
     engine=EngineOption,
     upsample: int | None = UpsampleOption,
+    device: str = DeviceOption,
 ) -> None:
     """Are the people in two photos the same person? Compares the largest faces."""
     from facesphere.analyzer import DEFAULT_THRESHOLD
 
     analyzer = build_analyzer(
-        detector, engine, upsample, threshold=DEFAULT_THRESHOLD if threshold is None else threshold
+        detector,
+        engine,
+        upsample,
+        device,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
     )
     try:
         faces_a = analyzer.analyze(image_a)
@@ -135,6 +142,7 @@ def embed(
     detector: str = DetectorOption,
     engine=EngineOption,
     upsample: int | None = UpsampleOption,
+    device: str = DeviceOption,
 ) -> None:
     """Embed every face of many images into an .npz (paths, boxes, embeddings).
 
@@ -148,7 +156,7 @@ def embed(
         fail(f"not found: {', '.join(missing[:5])}")
     if not files:
         fail("no image files given")
-    analyzer = build_analyzer(detector, engine, upsample)
+    analyzer = build_analyzer(detector, engine, upsample, device)
     rows_path, rows_face, boxes, scores, vectors = [], [], [], [], []
     no_face, errors = [], []
     for result in analyze_files(

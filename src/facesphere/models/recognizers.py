@@ -36,9 +36,9 @@ class DlibResNetRecognizer:
     embedding_dim = 128
 
     def __init__(self) -> None:
-        import dlib
+        from facesphere.detect.dlib_detectors import import_dlib
 
-        self._model = dlib.face_recognition_model_v1(str(dlib_model_path("resnet")))
+        self._model = import_dlib().face_recognition_model_v1(str(dlib_model_path("resnet")))
         self._lock = threading.Lock()
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
@@ -55,10 +55,16 @@ class DlibResNetRecognizer:
 RECOGNIZERS = ("dlib-resnet",)
 
 
-def create_recognizer(name: str = "dlib-resnet", engine: str = "dlib") -> Recognizer:
-    """Build a pretrained recognizer by name."""
+def create_recognizer(
+    name: str = "dlib-resnet", engine: str = "torch", device: str = "cpu"
+) -> Recognizer:
+    """Build a pretrained recognizer by name, on the `torch` (default) or `dlib` engine."""
     if name != "dlib-resnet":
         raise KeyError(f"unknown recognizer {name!r}; known: {', '.join(RECOGNIZERS)}")
+    if engine == "torch":
+        from facesphere.pretrained.dlib_resnet import TorchDlibRecognizer
+
+        return TorchDlibRecognizer(device=device)
     if engine == "dlib":
         return DlibResNetRecognizer()
-    raise ValueError(f"recognizer {name!r} has no {engine!r} engine yet")
+    raise ValueError(f"unknown engine {engine!r}; use 'torch' or 'dlib'")
