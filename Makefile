@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all lint bench-lfw clean
+.PHONY: demo test test-all lint bench-env bench-lfw clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-bench-lfw: $(STAMP)
-	$(BIN)/python bench/lfw.py --json out/bench/lfw.json
+# The side-by-side peer of bench/lfw.py: face_recognition (ageitgey) on the same dlib models; its
+# models package imports pkg_resources, which setuptools dropped in 81.
+bench-env: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps "face_recognition==1.3.0"
+	$(BIN)/python -m pip install -q "setuptools<81"
+
+bench-lfw: bench-env
+	$(BIN)/python bench/lfw.py --detectors cnn,hog --json out/bench/lfw.json
 
 clean:
 	rm -rf $(VENV) out

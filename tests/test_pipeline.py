@@ -84,3 +84,21 @@ def test_worker_pool_matches_one_process(analyzer: FaceAnalyzer, shared_data: Pa
     for one, two in zip(serial, pooled):
         assert len(one.faces) == len(two.faces)
         np.testing.assert_allclose(one.faces[0].embedding, two.faces[0].embedding, atol=1e-6)
+
+
+def test_batched_analysis_equals_one_by_one(analyzer: FaceAnalyzer, shared_data: Path) -> None:
+    paths = [shared_data / "lfw" / "images" / name for name in LFW_PHOTOS[:3]]
+    together = analyzer.analyze_many(paths)
+    for path, faces in zip(paths, together):
+        alone = analyzer.analyze(path)
+        assert len(alone) == len(faces)
+        np.testing.assert_allclose(alone[0].embedding, faces[0].embedding, atol=1e-5)
+
+
+def test_torch_and_dlib_engines_agree(shared_data: Path) -> None:
+    a = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    b = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0003.jpg"
+    torch_result = FaceAnalyzer(engine="torch").verify(a, b)
+    dlib_result = FaceAnalyzer(engine="dlib").verify(a, b)
+    np.testing.assert_allclose(torch_result.face_a.box, dlib_result.face_a.box, atol=1.0)
+    assert abs(torch_result.similarity - dlib_result.similarity) < 1e-3

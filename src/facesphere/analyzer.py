@@ -15,7 +15,7 @@ from facesphere.models.recognizers import Recognizer, create_recognizer, l2_norm
 
 # Cosine similarity threshold of the default pipeline (dlib ResNet, flip averaging), chosen on
 # celeba299 development pairs; see docs/threshold.md for how, and its error rates.
-DEFAULT_THRESHOLD = 0.9
+DEFAULT_THRESHOLD = 0.905
 
 
 @dataclass
@@ -196,14 +196,30 @@ class FaceAnalyzer:
     def analyze(self, img: ImageInput, fallback: str = "none") -> list[Face]:
         """Detect and embed every face; with `fallback="centre"` a photo without a detected face
         yields one centre face instead of none."""
-        image = self.load(img)
-        faces = self.detect(image)
-        if not faces and fallback == "centre":
-            faces = [self.centre_face(image)]
-        elif fallback not in ("none", "centre"):
+        return self.analyze_many([img], fallback)[0]
+
+    def analyze_many(self, images: list[ImageInput], fallback: str = "none") -> list[list[Face]]:
+        """`analyze` for several images, embedding all their faces in shared forward passes.
+
+        Raises ImageError for the first unreadable image.
+        """
+        if fallback not in ("none", "centre"):
             raise ValueError(f"fallback must be 'none' or 'centre', not {fallback!r}")
-        self.embed(image, faces)
-        return faces
+        per_image, chips = [], []
+        if not images:
+            return []
+        for img in images:
+            image = self.load(img)
+            faces = self.detect(image)
+            if not faces and fallback == "centre":
+                faces = [self.centre_face(image)]
+            per_image.append(faces)
+            chips.append(self.align(image, faces))
+        vectors = self.embed_chips(np.concatenate(chips))
+        flat = [face for faces in per_image for face in faces]
+        for face, vector in zip(flat, vectors):
+            face.embedding = vector
+        return per_image
 
     # -- comparison --------------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ from tqdm import tqdm
 from facesphere.analyzer import Face, FaceAnalyzer
 from facesphere.io.image import ImageError
 
+# Images per task: their faces are embedded together, in batches of the recognizer's size.
+CHUNK_SIZE = 8
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"}
 
 
@@ -68,19 +71,27 @@ def _init_worker(config: dict[str, Any], threads: int) -> None:
     _worker_analyzer = FaceAnalyzer(**config)
 
 
-def _process(analyzer: FaceAnalyzer, path: str, fallback: str, largest_only: bool) -> FileFaces:
-    try:
-        faces = analyzer.analyze(path, fallback=fallback)
-    except ImageError as exc:
-        return FileFaces(path, error=str(exc.reason))
-    if largest_only:
-        faces = faces[:1]
-    return FileFaces(path, faces)
+def _process_chunk(
+    analyzer: FaceAnalyzer, paths: list[str], fallback: str, largest_only: bool
+) -> list[FileFaces]:
+    """Analyze a chunk of files with one batched embedding pass; an unreadable file is reported
+    and the rest of the chunk still processed."""
+    readable, results = [], {}
+    for path in paths:
+        try:
+            readable.append((path, analyzer.load(path)))
+        except ImageError as exc:
+            results[path] = FileFaces(path, error=str(exc.reason))
+    if readable:
+        found = analyzer.analyze_many([pixels for _, pixels in readable], fallback)
+        for (path, _), faces in zip(readable, found):
+            results[path] = FileFaces(path, faces[:1] if largest_only else faces)
+    return [results[path] for path in paths]
 
 
-def _process_in_worker(job: tuple[str, str, bool]) -> FileFaces:
+def _process_in_worker(job: tuple[list[str], str, bool]) -> list[FileFaces]:
     assert _worker_analyzer is not None
-    return _process(_worker_analyzer, *job)
+    return _process_chunk(_worker_analyzer, *job)
 
 
 def default_workers() -> int:
@@ -106,24 +117,28 @@ def analyze_files(
     process (reusing `analyzer` when given).
     """
     workers = default_workers() if workers is None else max(1, workers)
-    jobs = [(str(p), fallback, largest_only) for p in paths]
-    bar = tqdm(total=len(jobs), desc=description, unit="img", disable=not progress, leave=False)
+    chunks = [
+        ([str(p) for p in paths[start : start + CHUNK_SIZE]], fallback, largest_only)
+        for start in range(0, len(paths), CHUNK_SIZE)
+    ]
+    bar = tqdm(total=len(paths), desc=description, unit="img", disable=not progress, leave=False)
     try:
-        if workers == 1 or len(jobs) <= 1:
+        if workers == 1 or len(chunks) <= 1:
             local = analyzer or FaceAnalyzer(**config)
-            for job in jobs:
-                yield _process(local, *job)
-                bar.update()
+            for chunk in chunks:
+                results = _process_chunk(local, *chunk)
+                bar.update(len(results))
+                yield from results
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            max_workers=min(workers, len(jobs)),
+            max_workers=min(workers, len(chunks)),
             mp_context=context,
             initializer=_init_worker,
             initargs=(config, 1),
         ) as pool:
-            for result in pool.map(_process_in_worker, jobs, chunksize=4):
-                yield result
-                bar.update()
+            for results in pool.map(_process_in_worker, chunks):
+                bar.update(len(results))
+                yield from results
     finally:
         bar.close()
