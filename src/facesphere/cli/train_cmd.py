@@ -1,0 +1,74 @@
+"""`facesphere train` and `facesphere prepare`: build training shards and train a model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from facesphere.cli.common import EXIT_FAILURE, fail, print_json
+
+
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML training config."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key: key=value (dotted keys for sections)."
+    ),
+    stop_at: int | None = typer.Option(
+        None, "--stop-at", min=1, help="Stop (with a checkpoint) after this global step."
+    ),
+) -> None:
+    """Train a face embedding model (single process, or under torchrun for DDP)."""
+    from facesphere.train.config import ConfigError, load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+    from facesphere.train.trainer import main_worker
+
+    try:
+        result = main_worker(cfg, stop_at)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except RuntimeError as exc:
+        fail(f"training failed: {str(exc).splitlines()[0]}", EXIT_FAILURE)
+    print_json(
+        {
+            "output": str(result.output),
+            "step": result.step,
+            "loss": result.loss,
+            "best_accuracy": result.best_accuracy,
+        }
+    )
+
+
+def prepare(
+    src: Path = typer.Argument(..., help="Folder with one sub-folder of photos per identity."),
+    out: Path = typer.Argument(..., help="Output folder for shards and manifest.json."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
+    shard_mb: int = typer.Option(256, "--shard-mb", min=1, help="Target shard size in MiB."),
+    detector: str = typer.Option("hog", "--detector", "-d", help="Face detector: hog or cnn."),
+    upsample: int | None = typer.Option(None, "--upsample", min=0, max=4),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N identities."),
+) -> None:
+    """Detect, align (standard 112x112) and pack photos into resumable training shards."""
+    from facesphere.train.prepare import prepare as run_prepare
+
+    if not src.is_dir():
+        fail(f"{src} is not a folder")
+    try:
+        manifest = run_prepare(
+            src, out, workers, shard_mb << 20, detector, upsample, limit_identities=limit
+        )
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    print_json({"output": str(out), **manifest["counts"]})
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `prepare` to `app`."""
+    app.command("train")(train)
+    app.command("prepare")(prepare)
