@@ -26,22 +26,10 @@ import torch
 
 from facesphere.analyzer import Face, FaceAnalyzer
 from facesphere.eval.metrics import auc, kfold_accuracy, roc_curve, tar_at_far
-from facesphere.eval.pairs import read_lfw_pairs
+from facesphere.eval.pairs import first_per_fold, read_lfw_pairs
 from facesphere.eval.verification import evaluate_pairs
 from facesphere.io.data import data_dir
 from facesphere.io.image import load_image
-
-
-def first_per_fold(pairs: list, limit: int | None) -> list:
-    if limit is None:
-        return pairs
-    kept, counts = [], {}
-    for pair in pairs:
-        key = (pair.fold, pair.same)
-        if counts.get(key, 0) < limit // 2:
-            counts[key] = counts.get(key, 0) + 1
-            kept.append(pair)
-    return kept
 
 
 def stage_times_ours(paths: list[Path], config: dict) -> dict[str, float]:
@@ -146,7 +134,9 @@ def main() -> None:
     torch.set_num_threads(1)  # stage timings are per core; the pools use one thread per worker
 
     lfw = data_dir() / "lfw"
-    pairs = first_per_fold(read_lfw_pairs(lfw / "pairs.txt", lfw / "images"), args.limit)
+    pairs = read_lfw_pairs(lfw / "pairs.txt", lfw / "images")
+    if args.limit:
+        pairs = first_per_fold(pairs, args.limit)
     sample = sorted({p.path_a for p in pairs})[: args.timing_images]
     rows: dict[str, dict] = {}
     configs = []

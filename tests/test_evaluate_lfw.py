@@ -16,25 +16,11 @@ def test_lfw_600_pairs_reach_97_percent(
 ) -> None:
     monkeypatch.setenv("FACESPHERE_HOME", str(tmp_path / "home"))
     report = tmp_path / "lfw.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "pairs",
-            "--images",
-            str(shared_data / "lfw" / "images"),
-            "--pairs",
-            str(shared_data / "lfw" / "pairs.txt"),
-            "--protocol",
-            "lfw",
-            "--limit",
-            "60",
-            "--workers",
-            "2",
-            "--json",
-            str(report),
-        ],
-    )
+    lfw = shared_data / "lfw"
+    command = ["evaluate", "pairs", "--images", str(lfw / "images"), "--pairs"]
+    command += [str(lfw / "pairs.txt"), "--protocol", "lfw", "--limit", "60"]
+    command += ["--workers", "2", "--json", str(report)]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["pairs"] == 600
@@ -45,23 +31,7 @@ def test_lfw_600_pairs_reach_97_percent(
     assert data["tar_at_far"]["0.01"] > 0.9
     assert data["unreadable"] == []
     # The second run reads every embedding from the cache.
-    again = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "pairs",
-            "--images",
-            str(shared_data / "lfw" / "images"),
-            "--pairs",
-            str(shared_data / "lfw" / "pairs.txt"),
-            "--limit",
-            "60",
-            "--workers",
-            "2",
-            "--json",
-            str(report),
-        ],
-    )
+    again = CliRunner().invoke(app, command)
     assert again.exit_code == 0
     cached = json.loads(report.read_text())
     assert cached["accuracy_mean"] == data["accuracy_mean"]

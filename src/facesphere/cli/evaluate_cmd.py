@@ -15,7 +15,6 @@ from facesphere.cli.common import (
     UpsampleOption,
     build_analyzer,
     fail,
-    print_json,
 )
 
 evaluate_app = typer.Typer(
@@ -46,7 +45,12 @@ def pairs(
     device: str = DeviceOption,
 ) -> None:
     """10-fold verification accuracy (threshold chosen on 9 folds), AUC, EER, TAR@FAR."""
-    from facesphere.eval.pairs import PairsFormatError, read_lfw_pairs, read_pair_list
+    from facesphere.eval.pairs import (
+        PairsFormatError,
+        first_per_fold,
+        read_lfw_pairs,
+        read_pair_list,
+    )
     from facesphere.eval.verification import evaluate_pairs, plot_roc
 
     if not images.is_dir():
@@ -61,7 +65,7 @@ def pairs(
     except PairsFormatError as exc:
         fail(str(exc))
     if limit is not None:
-        pair_list = _first_per_fold(pair_list, limit)
+        pair_list = first_per_fold(pair_list, limit)
     analyzer = build_analyzer(detector, engine, upsample, device)
     try:
         report = evaluate_pairs(pair_list, analyzer.config, workers, use_cache=not no_cache)
@@ -74,17 +78,6 @@ def pairs(
     if plot is not None:
         plot_roc(report, plot, title=f"{pairs_file.name}: {report.pairs} pairs")
     _print_report(data)
-
-
-def _first_per_fold(pair_list: list, limit: int) -> list:
-    """Keep the first limit/2 same and limit/2 different pairs of each fold."""
-    kept, counts = [], {}
-    for pair in pair_list:
-        key = (pair.fold, pair.same)
-        if counts.get(key, 0) < limit // 2:
-            counts[key] = counts.get(key, 0) + 1
-            kept.append(pair)
-    return kept
 
 
 def _print_report(data: dict) -> None:
@@ -103,6 +96,3 @@ def _print_report(data: dict) -> None:
 def register(app: typer.Typer) -> None:
     """Add the `evaluate` group to the CLI."""
     app.add_typer(evaluate_app, name="evaluate")
-
-
-__all__ = ["print_json", "register"]

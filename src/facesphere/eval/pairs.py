@@ -132,3 +132,15 @@ def sample_pairs(
             name_a, name_b = rng.sample(group, 2)
             pairs.append(Pair(rng.choice(people[name_a]), rng.choice(people[name_b]), False, fold))
     return pairs
+
+
+def first_per_fold(pairs: list[Pair], limit: int) -> list[Pair]:
+    """The first `limit // 2` same and `limit // 2` different pairs of each fold."""
+    kept: list[Pair] = []
+    counts: dict[tuple[int, bool], int] = {}
+    for pair in pairs:
+        key = (pair.fold, pair.same)
+        if counts.get(key, 0) < limit // 2:
+            counts[key] = counts.get(key, 0) + 1
+            kept.append(pair)
+    return kept
