@@ -102,3 +102,17 @@ def test_torch_and_dlib_engines_agree(shared_data: Path) -> None:
     dlib_result = FaceAnalyzer(engine="dlib").verify(a, b)
     np.testing.assert_allclose(torch_result.face_a.box, dlib_result.face_a.box, atol=1.0)
     assert abs(torch_result.similarity - dlib_result.similarity) < 1e-3
+
+
+def test_main_face_policies() -> None:
+    from facesphere.analyzer import Face, main_face
+
+    def face(x1: float, y1: float, x2: float, y2: float) -> Face:
+        return Face(np.array([x1, y1, x2, y2], np.float32), 1.0, np.zeros((5, 2)))
+
+    big_corner, small_centre = face(0, 0, 120, 120), face(100, 100, 150, 150)
+    assert main_face([small_centre, big_corner], 250, 250, "largest") is big_corner
+    assert main_face([big_corner, small_centre], 250, 250, "central") is small_centre
+    assert main_face([], 250, 250, "central") is None
+    with pytest.raises(ValueError, match="policy"):
+        main_face([big_corner], 250, 250, "first")

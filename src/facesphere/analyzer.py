@@ -76,6 +76,22 @@ class NoFaceError(ValueError):
         self.source = source
 
 
+MAIN_FACE_POLICIES = ("largest", "central")
+
+
+def main_face(faces: list[Face], width: int, height: int, policy: str = "largest") -> Face | None:
+    """The face a photo is about: the `largest`, or the `central` one (box centre nearest the
+    photo's centre; right for photos cut around one person, like LFW's)."""
+    if policy not in MAIN_FACE_POLICIES:
+        raise ValueError(f"policy must be one of {MAIN_FACE_POLICIES}, not {policy!r}")
+    if not faces:
+        return None
+    if policy == "largest":
+        return max(faces, key=lambda f: f.area)
+    centre = np.array([width / 2.0, height / 2.0])
+    return min(faces, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
+
+
 def centre_face_box(width: int, height: int, fraction: float = 1 / 2.2) -> np.ndarray:
     """The box of a face centred in its photo, `fraction` of the shorter side wide.
 

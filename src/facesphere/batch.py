@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from facesphere.analyzer import Face, FaceAnalyzer
+from facesphere.analyzer import Face, FaceAnalyzer, main_face
 from facesphere.io.image import ImageError
 
 # Images per task: their faces are embedded together, in batches of the recognizer's size.
@@ -72,7 +72,7 @@ def _init_worker(config: dict[str, Any], threads: int) -> None:
 
 
 def _process_chunk(
-    analyzer: FaceAnalyzer, paths: list[str], fallback: str, largest_only: bool
+    analyzer: FaceAnalyzer, paths: list[str], fallback: str, keep: str
 ) -> list[FileFaces]:
     """Analyze a chunk of files with one batched embedding pass; an unreadable file is reported
     and the rest of the chunk still processed."""
@@ -84,8 +84,11 @@ def _process_chunk(
             results[path] = FileFaces(path, error=str(exc.reason))
     if readable:
         found = analyzer.analyze_many([pixels for _, pixels in readable], fallback)
-        for (path, _), faces in zip(readable, found):
-            results[path] = FileFaces(path, faces[:1] if largest_only else faces)
+        for (path, pixels), faces in zip(readable, found):
+            if keep != "all":
+                main = main_face(faces, pixels.shape[1], pixels.shape[0], keep)
+                faces = [] if main is None else [main]
+            results[path] = FileFaces(path, faces)
     return [results[path] for path in paths]
 
 
@@ -106,7 +109,7 @@ def analyze_files(
     config: dict[str, Any],
     workers: int | None = None,
     fallback: str = "none",
-    largest_only: bool = False,
+    keep: str = "all",
     progress: bool = True,
     description: str = "faces",
     analyzer: FaceAnalyzer | None = None,
@@ -114,11 +117,12 @@ def analyze_files(
     """Detect and embed faces in each file, yielding results in input order.
 
     config: FaceAnalyzer keyword arguments for the worker processes. workers=1 runs in this
-    process (reusing `analyzer` when given).
+    process (reusing `analyzer` when given). keep: `all` faces, or only the `largest` or the
+    most `central` one of each image (see `main_face`).
     """
     workers = default_workers() if workers is None else max(1, workers)
     chunks = [
-        ([str(p) for p in paths[start : start + CHUNK_SIZE]], fallback, largest_only)
+        ([str(p) for p in paths[start : start + CHUNK_SIZE]], fallback, keep)
         for start in range(0, len(paths), CHUNK_SIZE)
     ]
     bar = tqdm(total=len(paths), desc=description, unit="img", disable=not progress, leave=False)

@@ -22,6 +22,11 @@ evaluate_app = typer.Typer(
 )
 
 
+class MainFace(str, Enum):
+    central = "central"
+    largest = "largest"
+
+
 class Protocol(str, Enum):
     lfw = "lfw"
     list = "list"
@@ -39,6 +44,11 @@ def pairs(
     ),
     workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="Worker processes."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the embedding cache."),
+    face: MainFace = typer.Option(
+        MainFace.central,
+        "--face",
+        help="Face compared: central (photos cut around one person) or largest.",
+    ),
     detector: str = DetectorOption,
     engine=EngineOption,
     upsample: int | None = UpsampleOption,
@@ -68,7 +78,9 @@ def pairs(
         pair_list = first_per_fold(pair_list, limit)
     analyzer = build_analyzer(detector, engine, upsample, device)
     try:
-        report = evaluate_pairs(pair_list, analyzer.config, workers, use_cache=not no_cache)
+        report = evaluate_pairs(
+            pair_list, analyzer.config, workers, use_cache=not no_cache, face=face.value
+        )
     except ValueError as exc:
         fail(str(exc))
     data = report.to_dict()

@@ -163,7 +163,7 @@ def embed(
         [str(p) for p in files],
         analyzer.config,
         workers,
-        largest_only=largest_only,
+        keep="largest" if largest_only else "all",
         analyzer=analyzer,
     ):
         if result.error:

@@ -46,10 +46,11 @@ class VerificationReport:
         return json.loads(json.dumps(data))
 
 
-def pipeline_key(config: dict[str, Any], fallback: str) -> str:
+def pipeline_key(config: dict[str, Any], fallback: str, face: str) -> str:
     """A stable string naming what produced an embedding (for the cache)."""
     keys = ("detector", "recognizer", "engine", "upsample", "flip")
-    return json.dumps({**{k: config.get(k) for k in keys}, "fallback": fallback}, sort_keys=True)
+    settings = {**{k: config.get(k) for k in keys}, "fallback": fallback, "face": face}
+    return json.dumps(settings, sort_keys=True)
 
 
 def embed_main_faces(
@@ -59,12 +60,14 @@ def embed_main_faces(
     fallback: str = "centre",
     cache_path: Path | None = None,
     progress: bool = True,
+    face: str = "central",
 ) -> tuple[dict[Path, Face], list[str]]:
-    """The largest face of every image (centre crop where none is detected), through the cache.
+    """The main face of every image (`central` or `largest`; the centre crop where none is
+    detected), through the cache.
 
     Returns the faces by path and the images that could not be read (with reasons).
     """
-    key = pipeline_key(config, fallback)
+    key = pipeline_key(config, fallback, face)
     cache = EmbeddingCache(cache_path) if cache_path else None
     faces: dict[Path, Face] = {}
     hashes: dict[Path, str] = {}
@@ -87,7 +90,7 @@ def embed_main_faces(
             config,
             workers,
             fallback,
-            largest_only=True,
+            keep=face,
             progress=progress,
             description="embedding",
         )
@@ -113,15 +116,20 @@ def evaluate_pairs(
     workers: int | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    face: str = "central",
 ) -> VerificationReport:
     """Run the 10-fold verification protocol over `pairs` with the pipeline `config`.
 
+    face: which face of a photo is compared: `central` (the default: pair lists such as LFW's
+    are cut around the labelled person, while other people may be larger) or `largest`.
     A pair whose image could not be read scores -1 (decided "different").
     """
     start = time.perf_counter()
     paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
     cache_path = facesphere_home() / "cache" / "embeddings.sqlite" if use_cache else None
-    faces, unreadable = embed_main_faces(paths, config, workers, "centre", cache_path, progress)
+    faces, unreadable = embed_main_faces(
+        paths, config, workers, "centre", cache_path, progress, face
+    )
     scores = np.array(
         [
             float(faces[p.path_a].embedding @ faces[p.path_b].embedding)
@@ -149,7 +157,8 @@ def evaluate_pairs(
         unreadable=unreadable,
         seconds=time.perf_counter() - start,
         pipeline={
-            k: config.get(k) for k in ("detector", "recognizer", "engine", "upsample", "flip")
+            **{k: config.get(k) for k in ("detector", "recognizer", "engine", "upsample", "flip")},
+            "face": face,
         },
         scores=scores,
         labels=labels,
