@@ -1,0 +1,50 @@
+"""`facesphere train-detector` and `facesphere detector-labels`: the ThunderNet face detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train_detector_command(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config (configs/thunder.yaml)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key: --set lr=0.001 (repeatable)."
+    ),
+) -> None:
+    """Train the ThunderNet face detector (resume with --set resume=auto)."""
+    from facesphere.detect.thunder.config import DetectorConfigError, load_config
+    from facesphere.detect.thunder.train import train_detector
+
+    try:
+        cfg = load_config(config, overrides)
+    except DetectorConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = train_detector(cfg)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"trained {result.steps} steps, loss {result.last_loss:.4f}: {result.model_path}")
+
+
+def detector_labels_command(
+    out: Path = typer.Option(Path("out/thunder/pseudo_labels.json"), "--out", help="Label file."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many photos per set."),
+) -> None:
+    """Pseudo-label celeba299 and ORL with MMOD + the shape predictor (never LFW)."""
+    from facesphere.detect.thunder.labels import label_photos, save_labels
+    from facesphere.io.data import data_dir
+
+    labels = label_photos(data_dir(), limit=limit)
+    save_labels(labels, out)
+    faces = sum(len(item.faces) for item in labels)
+    typer.echo(f"{len(labels)} photos, {faces} faces -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the detector commands to the CLI."""
+    app.command("train-detector")(train_detector_command)
+    app.command("detector-labels")(detector_labels_command)

@@ -1,0 +1,114 @@
+"""The ``thunder`` detector: a trained ThunderNet face model with its own five landmarks.
+
+Weights come from, in order: the ``weights`` argument, ``$FACESPHERE_THUNDER_WEIGHTS``, or
+the bundled ``facesphere/assets/thunder_snet49.pt``. ``detect_with_landmarks`` returns the
+detections together with standard-5 points (scheme ``standard5``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facesphere.detect.base import Detection
+from facesphere.detect.thunder.data import MEAN, SCALE
+from facesphere.detect.thunder.model import ProposalSettings, landmarks_from_offsets
+from facesphere.detect.thunder.ops import clip_boxes, decode_boxes, nms
+
+WEIGHTS_ENV = "FACESPHERE_THUNDER_WEIGHTS"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "thunder_snet49.pt"
+
+
+class ThunderWeightsMissing(FileNotFoundError):
+    """No trained ThunderNet weights were found."""
+
+
+def resolve_weights(weights: str | Path | None = None) -> Path:
+    """The weights file to load (argument, environment, bundled), or a clear error."""
+    candidate = weights or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
+    path = Path(candidate).expanduser()
+    if not path.is_file():
+        raise ThunderWeightsMissing(
+            f"no trained ThunderNet weights at {path}; train them with `facesphere "
+            f"train-detector --config configs/thunder.yaml` and pass weights=PATH or set "
+            f"{WEIGHTS_ENV}"
+        )
+    return path
+
+
+class ThunderDetector:
+    """Faces (and their standard-5 landmarks) in RGB uint8 images of any size.
+
+    The image is scaled so that its longer side is the model's input size and padded to a
+    square; boxes and points are mapped back to the original pixels.
+    """
+
+    name = "thunder"
+    landmark_scheme = "standard5"
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "cpu",
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.4,
+        proposals: int = 50,
+    ) -> None:
+        from facesphere.detect.thunder.train import load_model
+
+        self.device = torch.device(device)
+        self.model = load_model(resolve_weights(weights), str(self.device))
+        self.size = self.model.spec.input_size
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.proposal_settings = ProposalSettings(pre_nms=300, post_nms=proposals)
+
+    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, float]:
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        image = image[:, :, :3]
+        h, w = image.shape[:2]
+        scale = self.size / max(h, w)
+        nw, nh = max(round(w * scale), 1), max(round(h * scale), 1)
+        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR), np.float32)
+        canvas = np.full((self.size, self.size, 3), MEAN, np.float32)
+        canvas[:nh, :nw] = resized
+        x = torch.from_numpy((canvas - MEAN) * SCALE).permute(2, 0, 1)[None]
+        return x.to(self.device), scale
+
+    @torch.inference_mode()
+    def detect_with_landmarks(self, image: np.ndarray) -> list[tuple[Detection, np.ndarray]]:
+        """[(Detection, (5, 2) standard-5 points)] by decreasing score."""
+        x, scale = self._prepare(image)
+        sam, logits, deltas, anchors = self.model.features(x)
+        rois = self.model.proposals(
+            logits, deltas, anchors, (self.size, self.size), self.proposal_settings
+        )
+        if len(rois) == 0:
+            return []
+        score, box_d, lm_d = self.model.head_outputs(sam, rois)
+        prob = torch.sigmoid(score)
+        keep = prob >= self.score_threshold
+        rois, prob, box_d, lm_d = rois[keep], prob[keep], box_d[keep], lm_d[keep]
+        boxes = clip_boxes(decode_boxes(box_d, rois[:, 1:]), self.size, self.size)
+        points = landmarks_from_offsets(lm_d, boxes)
+        order = nms(boxes, prob, self.nms_iou)
+        out = []
+        for i in order.tolist():
+            box = (boxes[i] / scale).cpu().numpy().astype(np.float32)
+            out.append(
+                (
+                    Detection(box, float(prob[i])),
+                    (points[i] / scale).cpu().numpy().astype(np.float32),
+                )
+            )
+        return out
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Face boxes by decreasing score."""
+        return [det for det, _ in self.detect_with_landmarks(image)]
