@@ -151,8 +151,17 @@ class FaceAnalyzer:
         return load_image(img, max_pixels=self.max_pixels)
 
     def detect(self, img: ImageInput) -> list[Face]:
-        """All faces in `img`, largest first, each with box, score and five landmarks."""
+        """All faces in `img`, largest first, each with box, score and five landmarks.
+
+        A detector with landmarks of its own (`thunder`) supplies them when they are in the
+        recognizer's template scheme; otherwise the 5-point landmark model places them.
+        """
         image = self.load(img)
+        scheme = getattr(self.detector, "landmark_scheme", None)
+        if scheme is not None and scheme == self.recognizer.template.scheme:
+            found = self.detector.detect_with_landmarks(image)
+            faces = [Face(d.box, d.score, points, scheme) for d, points in found]
+            return sorted(faces, key=lambda f: -f.area)
         detections = self.detector.detect(image)
         if not detections:
             return []
