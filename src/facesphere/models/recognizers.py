@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -53,12 +54,21 @@ class DlibResNetRecognizer:
 
 
 RECOGNIZERS = ("dlib-resnet",)
+EXPORTED_SUFFIXES = (".onnx", ".pt", ".ts")
 
 
 def create_recognizer(
     name: str = "dlib-resnet", engine: str = "torch", device: str = "cpu"
 ) -> Recognizer:
-    """Build a pretrained recognizer by name, on the `torch` (default) or `dlib` engine."""
+    """Build a pretrained recognizer by name, on the `torch` (default) or `dlib` engine.
+
+    `name` may also be the path of a model written by ``facesphere export`` (``.onnx``, or
+    ``.pt``/``.ts`` TorchScript); it then runs through onnxruntime or TorchScript on the CPU.
+    """
+    if Path(name).suffix.lower() in EXPORTED_SUFFIXES:
+        from facesphere.train.export import ExportedRecognizer
+
+        return ExportedRecognizer(name)
     if name != "dlib-resnet":
         raise KeyError(f"unknown recognizer {name!r}; known: {', '.join(RECOGNIZERS)}")
     if engine == "torch":
