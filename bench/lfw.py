@@ -121,6 +121,13 @@ def run_peer(pairs: list, workers: int) -> dict:
     }
 
 
+def save(path: Path | None, pairs: list, rows: dict) -> None:
+    """Write what has been measured so far (after each pipeline, so a crash loses little)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pairs": len(pairs), "results": rows}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -150,10 +157,12 @@ def main() -> None:
         report["stage_ms_per_face"] = stage_times_ours(sample, config)
         rows[name] = report
         print(f"done: {name}", flush=True)
+        save(args.json, pairs, rows)
     if not args.skip_peer:
         peer = run_peer(pairs, args.workers)
         peer["stage_ms_per_face"] = stage_times_peer(sample)
         rows["face_recognition 1.3 (hog)"] = peer
+        save(args.json, pairs, rows)
 
     header = (
         f"{'pipeline':<28} {'accuracy':>16} {'AUC':>7} {'TAR@1e-3':>9} {'TAR@1e-2':>9} "
@@ -187,9 +196,7 @@ def main() -> None:
                     f"{name}: accuracy {gain:+.4f} vs face_recognition; "
                     f"CPU time per face ratio (peer/ours) {speed:.2f}"
                 )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"pairs": len(pairs), "results": rows}, indent=2) + "\n")
+    save(args.json, pairs, rows)
 
 
 if __name__ == "__main__":

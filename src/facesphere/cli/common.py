@@ -51,5 +51,5 @@ def build_analyzer(
         return FaceAnalyzer(
             detector=detector, engine=engine.value, device=device, upsample=upsample, **kwargs
         )
-    except (KeyError, ValueError, ImportError, RuntimeError) as exc:
+    except (KeyError, ValueError, ImportError, RuntimeError, OSError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))

@@ -1,1 +1,37 @@
-"""facesphere.gallery."""
+"""Face galleries: enrolled subjects in SQLite, identified with a FAISS index.
+
+>>> from facesphere.gallery import Gallery
+>>> gallery = Gallery.create("people.db")            # dlib-resnet, 128-d
+>>> gallery.enroll("ada", vectors)                    # one transaction, face ids back
+>>> gallery.identify(query)[0].identity               # a name, or None when unknown
+"""
+
+from facesphere.gallery.enroll import EnrollReport, enroll_images
+from facesphere.gallery.errors import (
+    EnrollImagesError,
+    GalleryError,
+    GalleryExistsError,
+    GalleryNotFoundError,
+    ModelMismatchError,
+    SubjectNotFoundError,
+)
+from facesphere.gallery.index import HNSW_MIN_FACES, FaceIndex
+from facesphere.gallery.store import FaceRecord, Gallery, Identification, Match, Subject
+
+__all__ = [
+    "HNSW_MIN_FACES",
+    "EnrollImagesError",
+    "EnrollReport",
+    "FaceIndex",
+    "FaceRecord",
+    "Gallery",
+    "GalleryError",
+    "GalleryExistsError",
+    "GalleryNotFoundError",
+    "Identification",
+    "Match",
+    "ModelMismatchError",
+    "Subject",
+    "SubjectNotFoundError",
+    "enroll_images",
+]
