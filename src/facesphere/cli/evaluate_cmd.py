@@ -49,6 +49,11 @@ def pairs(
         "--face",
         help="Face compared: central (photos cut around one person) or largest.",
     ),
+    recognizer: str = typer.Option(
+        "dlib-resnet",
+        "--recognizer",
+        help="Recognizer name or an exported model (.onnx/.pt; cached by file content).",
+    ),
     detector: str = DetectorOption,
     engine=EngineOption,
     upsample: int | None = UpsampleOption,
@@ -76,7 +81,7 @@ def pairs(
         fail(str(exc))
     if limit is not None:
         pair_list = first_per_fold(pair_list, limit)
-    analyzer = build_analyzer(detector, engine, upsample, device)
+    analyzer = build_analyzer(detector, engine, upsample, device, recognizer=recognizer)
     try:
         report = evaluate_pairs(
             pair_list, analyzer.config, workers, use_cache=not no_cache, face=face.value

@@ -53,15 +53,28 @@ def prepare(
     detector: str = typer.Option("hog", "--detector", "-d", help="Face detector: hog or cnn."),
     upsample: int | None = typer.Option(None, "--upsample", min=0, max=4),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N identities."),
+    template: str = typer.Option(
+        "standard112",
+        "--template",
+        help="Alignment template: standard112 (112x112) or dlib150 (dlib's 150x150 chip, "
+        "for the dlib_resnet backbone).",
+    ),
 ) -> None:
-    """Detect, align (standard 112x112) and pack photos into resumable training shards."""
+    """Detect, align (standard 112x112 or dlib150) and pack photos into resumable shards."""
     from facesphere.train.prepare import prepare as run_prepare
 
     if not src.is_dir():
         fail(f"{src} is not a folder")
     try:
         manifest = run_prepare(
-            src, out, workers, shard_mb << 20, detector, upsample, limit_identities=limit
+            src,
+            out,
+            workers,
+            shard_mb << 20,
+            detector,
+            upsample,
+            limit_identities=limit,
+            template=template,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))

@@ -50,6 +50,9 @@ def pipeline_key(config: dict[str, Any], fallback: str, face: str) -> str:
     """A stable string naming what produced an embedding (for the cache)."""
     keys = ("detector", "recognizer", "engine", "upsample", "flip")
     settings = {**{k: config.get(k) for k in keys}, "fallback": fallback, "face": face}
+    model_file = Path(str(config.get("recognizer")))
+    if model_file.is_file():  # an exported model: its content, not its path, names it
+        settings["recognizer"] = file_sha256(model_file)
     return json.dumps(settings, sort_keys=True)
 
 

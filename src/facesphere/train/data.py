@@ -1,7 +1,8 @@
 """Training data: image sources, identity split with label remapping, and a resumable sampler.
 
 Sources give ``labels`` (one identity index per image), ``identities`` (names) and
-``read(i)`` -> RGB uint8 (112, 112, 3):
+``read(i)`` -> RGB uint8 (H, W, 3), the crop size of the run (112x112 unless the backbone
+uses another template, see :func:`crop_size`):
 
 * :class:`ShardSource` -- packed shards written by ``facesphere prepare``;
 * :class:`FolderSource` -- identity folders of already-aligned crops (resized to 112 if needed);
@@ -30,6 +31,17 @@ from facesphere.train.augment import augment, resize, to_tensor
 from facesphere.train.config import AugmentConfig, DataConfig
 
 CROP = (112, 112)
+"""The default crop size (height, width): the ``standard112`` template."""
+
+
+def crop_size(template: str) -> tuple[int, int]:
+    """(height, width) of the crops for the alignment template named ``template``."""
+    from facesphere.align.templates import TEMPLATES
+
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown alignment template {template!r}")
+    width, height = TEMPLATES[template].size
+    return (height, width)
 
 
 class Source(Protocol):
@@ -47,19 +59,19 @@ def decode(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def to_crop(image: np.ndarray) -> np.ndarray:
-    """An aligned crop of any size as uint8 112x112."""
-    if image.shape[:2] == CROP:
+def to_crop(image: np.ndarray, size: tuple[int, int] = CROP) -> np.ndarray:
+    """An aligned crop of any size as uint8 of ``size`` (height, width)."""
+    if image.shape[:2] == size:
         return image
-    return np.clip(resize(image.astype(np.float32), CROP) + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(resize(image.astype(np.float32), size) + 0.5, 0, 255).astype(np.uint8)
 
 
-def center_crop(image: np.ndarray, fraction: float) -> np.ndarray:
-    """The central square whose side is ``fraction`` of the shorter side, as 112x112."""
+def center_crop(image: np.ndarray, fraction: float, size: tuple[int, int] = CROP) -> np.ndarray:
+    """The central square whose side is ``fraction`` of the shorter side, as ``size``."""
     height, width = image.shape[:2]
     side = max(1, round(min(height, width) * fraction))
     top, left = (height - side) // 2, (width - side) // 2
-    return to_crop(image[top : top + side, left : left + side])
+    return to_crop(image[top : top + side, left : left + side], size)
 
 
 def _identity_folders(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
@@ -85,36 +97,47 @@ def _identity_folders(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
 class FolderSource:
     """Identity folders of aligned crops."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, size: tuple[int, int] = CROP) -> None:
         self.identities, self.files, self.labels = _identity_folders(Path(root))
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.files)
 
     def read(self, i: int) -> np.ndarray:
         with Image.open(self.files[i]) as image:
-            return to_crop(np.asarray(image.convert("RGB")))
+            return to_crop(np.asarray(image.convert("RGB")), self.size)
 
 
 class CenterCropSource(FolderSource):
     """Identity folders of face-centred photos, centre-cropped (no alignment)."""
 
-    def __init__(self, root: str | Path, fraction: float = 0.5) -> None:
-        super().__init__(root)
+    def __init__(
+        self, root: str | Path, fraction: float = 0.5, size: tuple[int, int] = CROP
+    ) -> None:
+        super().__init__(root, size)
         self.fraction = fraction
 
     def read(self, i: int) -> np.ndarray:
         with Image.open(self.files[i]) as image:
-            return center_crop(np.asarray(image.convert("RGB")), self.fraction)
+            return center_crop(np.asarray(image.convert("RGB")), self.fraction, self.size)
 
 
 class ShardSource:
-    """Packed shards from ``facesphere prepare``."""
+    """Packed shards from ``facesphere prepare``; ``template`` must be the one they were
+    aligned to (crops of another template would be resized to a wrong geometry)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, template: str = "standard112") -> None:
         from facesphere.train.shards import ShardReader
 
         self.reader = ShardReader(root)
+        found = self.reader.manifest.get("template", "standard112")
+        if found != template:
+            raise ValueError(
+                f"{root} holds {found} crops but the backbone needs {template} "
+                f"(prepare them with --template {template})"
+            )
+        self.size = crop_size(template)
         self.identities = self.reader.identities
         self.labels = self.reader.labels
 
@@ -122,15 +145,16 @@ class ShardSource:
         return len(self.reader)
 
     def read(self, i: int) -> np.ndarray:
-        return to_crop(decode(self.reader.image_bytes(i)))
+        return to_crop(decode(self.reader.image_bytes(i)), self.size)
 
 
 class RecordIOSource:
     """An insightface RecordIO file (``source`` is the ``.rec`` or its folder)."""
 
-    def __init__(self, source: str | Path) -> None:
+    def __init__(self, source: str | Path, size: tuple[int, int] = CROP) -> None:
         from facesphere.train.recordio import RecordIOFaces
 
+        self.size = size
         path = Path(source)
         if path.is_dir():
             path = path / "train.rec"
@@ -143,19 +167,20 @@ class RecordIOSource:
         return len(self.faces)
 
     def read(self, i: int) -> np.ndarray:
-        return to_crop(decode(self.faces.image_bytes(i)))
+        return to_crop(decode(self.faces.image_bytes(i)), self.size)
 
 
-def open_source(config: DataConfig) -> Source:
-    """Build the source named by ``config.kind``."""
+def open_source(config: DataConfig, template: str = "standard112") -> Source:
+    """Build the source named by ``config.kind``, giving crops for ``template``."""
+    size = crop_size(template)
     if config.kind == "shards":
-        return ShardSource(config.source)
+        return ShardSource(config.source, template)
     if config.kind == "folder":
-        return FolderSource(config.source)
+        return FolderSource(config.source, size)
     if config.kind == "recordio":
-        return RecordIOSource(config.source)
+        return RecordIOSource(config.source, size)
     if config.kind == "center_crop":
-        return CenterCropSource(config.source, config.crop_fraction)
+        return CenterCropSource(config.source, config.crop_fraction, size)
     raise ValueError(f"unknown data kind {config.kind!r}")
 
 

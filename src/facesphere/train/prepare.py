@@ -1,8 +1,9 @@
 """``facesphere prepare``: detect, align and pack a folder of identity folders into shards.
 
 For every photo the largest detected face is aligned to the standard 112x112 five-point
-template (eye centres and nose from dlib's five points, :func:`dlib5_to_standard5`) and stored
-as a JPEG crop.  Photos without a face are listed in ``no_face.txt``.  Shards hold whole
+template (eye centres and nose from dlib's five points, :func:`dlib5_to_standard5`), or with
+``template="dlib150"`` to dlib's 150x150 chip from its five points as they are, and stored as
+a JPEG crop.  Photos without a face are listed in ``no_face.txt``.  Shards hold whole
 identities and the manifest is rewritten after each shard, so an interrupted run resumes
 after the last recorded shard.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from facesphere.align.templates import STANDARD_112
+from facesphere.align.templates import TEMPLATES
 from facesphere.batch import IMAGE_SUFFIXES
 from facesphere.train.shards import (
     ShardWriter,
@@ -27,20 +28,24 @@ from facesphere.train.shards import (
 )
 
 _worker: Any = None
+_worker_template = "standard112"
 
 
-def _init(config: dict[str, Any]) -> None:
-    global _worker
+def _init(config: dict[str, Any], template: str) -> None:
+    global _worker, _worker_template
     import torch
 
     torch.set_num_threads(1)
     from facesphere.analyzer import FaceAnalyzer
 
     _worker = FaceAnalyzer(**config)
+    _worker_template = template
 
 
-def crop_face(analyzer: Any, path: str, quality: int = 95) -> tuple[str, bytes | None, str]:
-    """(path, JPEG of the aligned main face or None, reason when None)."""
+def crop_face(
+    analyzer: Any, path: str, quality: int = 95, template: str = "standard112"
+) -> tuple[str, bytes | None, str]:
+    """(path, JPEG of the main face aligned to ``template`` or None, reason when None)."""
     from facesphere.align.templates import align_face, dlib5_to_standard5
     from facesphere.io.image import ImageError
     from facesphere.train.recordio import encode_jpeg
@@ -53,15 +58,18 @@ def crop_face(analyzer: Any, path: str, quality: int = 95) -> tuple[str, bytes |
     if not faces:
         return path, None, "no face"
     face = faces[0]
+    target = TEMPLATES[template]
     points = face.landmarks
-    if face.landmark_scheme == "dlib5":
+    if face.landmark_scheme == "dlib5" and target.scheme == "standard5":
         points = dlib5_to_standard5(points)
-    chip = align_face(image, points, STANDARD_112)
+    elif face.landmark_scheme != target.scheme:
+        return path, None, f"no {target.scheme} landmarks for {template}"
+    chip = align_face(image, points, target)
     return path, encode_jpeg(chip, quality), ""
 
 
 def _crop_in_worker(path: str) -> tuple[str, bytes | None, str]:
-    return crop_face(_worker, path)
+    return crop_face(_worker, path, template=_worker_template)
 
 
 def _identities(src: Path) -> list[tuple[str, list[Path]]]:
@@ -84,8 +92,12 @@ def prepare(
     upsample: int | None = None,
     progress: bool = True,
     limit_identities: int | None = None,
+    template: str = "standard112",
 ) -> dict[str, Any]:
-    """Build (or resume building) a shard folder ``out`` from identity folders in ``src``."""
+    """Build (or resume building) a shard folder ``out`` from identity folders in ``src``,
+    with crops aligned to ``template`` (``standard112`` or ``dlib150``)."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is not a folder")
@@ -100,8 +112,10 @@ def prepare(
         manifest = read_manifest(out)
         if manifest["identities"] != names:
             raise ValueError(f"{out} was prepared from a different identity list; use a new OUT")
+        if manifest.get("template", "standard112") != template:
+            raise ValueError(f"{out} was prepared with another template; use a new OUT")
     else:
-        manifest = new_manifest(names, STANDARD_112.name, STANDARD_112.size, str(src))
+        manifest = new_manifest(names, template, TEMPLATES[template].size, str(src))
         write_manifest(out, manifest)
     done = {name for shard in manifest["shards"] for name in shard["identities"]}
     todo = [(label, name, files) for label, (name, files) in enumerate(people) if name not in done]
@@ -115,11 +129,11 @@ def prepare(
             from facesphere.analyzer import FaceAnalyzer
 
             analyzer = FaceAnalyzer(**config)
-            yield from (crop_face(analyzer, p) for p in paths)
+            yield from (crop_face(analyzer, p, template=template) for p in paths)
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init, initargs=(config,)
+            workers, mp_context=context, initializer=_init, initargs=(config, template)
         ) as pool:
             yield from pool.map(_crop_in_worker, paths, chunksize=8)
 

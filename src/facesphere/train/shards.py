@@ -104,7 +104,9 @@ def write_shards(
     """Write already-encoded crops as shards (a helper for tests and conversions)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    manifest = new_manifest(identities, template, (112, 112), "")
+    from facesphere.align.templates import TEMPLATES
+
+    manifest = new_manifest(identities, template, TEMPLATES[template].size, "")
     paths = paths or [f"{i}" for i in range(len(images))]
     writer: ShardWriter | None = None
     for i, (data, label) in enumerate(zip(images, labels)):

@@ -41,6 +41,7 @@ from facesphere.train.data import (
     Subset,
     TrainDataset,
     center_crop,
+    crop_size,
     draw_pairs,
     epoch_loader,
     open_source,
@@ -100,6 +101,17 @@ def _sum_hook(state, bucket):  # unannotated: DDP rejects string annotations on 
 # -- model pieces --------------------------------------------------------------------------------
 
 
+def backbone_template(backbone: nn.Module) -> str:
+    """The alignment template a backbone's crops use (``standard112`` unless it says)."""
+    return str(getattr(backbone, "template", "standard112"))
+
+
+def _input_size(template: str) -> list[int]:
+    """[width, height] of the crops of ``template`` (as recorded in backbone files)."""
+    height, width = crop_size(template)
+    return [width, height]
+
+
 def load_backbone_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Backbone weights + metadata from a backbone file, a checkpoint folder or a rank file."""
     path = Path(path)
@@ -116,7 +128,7 @@ def load_backbone_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, 
         "embedding_dim": cfg["embedding_dim"],
         "backbone_kwargs": cfg.get("backbone_kwargs", {}),
         "template": blob.get("template", "standard112"),
-        "input_size": [112, 112],
+        "input_size": _input_size(blob.get("template", "standard112")),
         "mean": MEAN,
         "std": STD,
         "step": blob.get("step"),
@@ -237,7 +249,9 @@ def _seed_everything(seed: int) -> None:
 class Validator:
     """10-fold verification accuracy (with flip) on pairs of held-out images."""
 
-    def __init__(self, config: TrainConfig, val_subset: Subset | None) -> None:
+    def __init__(
+        self, config: TrainConfig, val_subset: Subset | None, template: str = "standard112"
+    ) -> None:
         from facesphere.eval.pairs import read_pair_list
 
         self.batch_size = config.val.batch_size
@@ -246,7 +260,8 @@ class Validator:
             paths = sorted({str(p.path_a) for p in pairs} | {str(p.path_b) for p in pairs})
             where = {p: i for i, p in enumerate(paths)}
             kind, fraction = config.data.kind, config.data.crop_fraction
-            self.images = np.stack([self._read_file(p, kind, fraction) for p in paths])
+            size = crop_size(template)
+            self.images = np.stack([self._read_file(p, kind, fraction, size) for p in paths])
             self.pairs = np.array([(where[str(p.path_a)], where[str(p.path_b)]) for p in pairs])
             self.same = np.array([p.same for p in pairs])
             self.folds = np.array([p.fold for p in pairs])
@@ -262,11 +277,11 @@ class Validator:
             self.pairs = where[self.pairs]
 
     @staticmethod
-    def _read_file(path: str, kind: str, fraction: float) -> np.ndarray:
+    def _read_file(path: str, kind: str, fraction: float, size: tuple[int, int]) -> np.ndarray:
         from facesphere.io.image import load_image
 
         image = load_image(path)
-        return center_crop(image, fraction) if kind == "center_crop" else to_crop(image)
+        return center_crop(image, fraction, size) if kind == "center_crop" else to_crop(image, size)
 
     @torch.no_grad()
     def embed(self, model: nn.Module, device: torch.device, channels_last: bool) -> np.ndarray:
@@ -323,8 +338,8 @@ def save_backbone(
         "embedding_dim": config.embedding_dim,
         "backbone_kwargs": config.backbone_kwargs,
         "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
-        "template": "standard112",
-        "input_size": [112, 112],
+        "template": backbone_template(backbone),
+        "input_size": _input_size(backbone_template(backbone)),
         "mean": MEAN,
         "std": STD,
         "step": step,
@@ -421,8 +436,14 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
+    # Backbone first: its template sets the crop size of the data.
+    backbone = create_backbone(
+        config.backbone, embedding_dim=config.embedding_dim, **config.backbone_kwargs
+    )
+    template = backbone_template(backbone)
+
     # Data.
-    source = open_source(config.data)
+    source = open_source(config.data, template)
     train_set, val_set = split_identities(source, config.data, config.seed)
     sampler = EpochSampler(len(train_set), config.batch_size, world, config.seed)
     dataset = TrainDataset(train_set, config.augment, config.seed)
@@ -432,9 +453,6 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
         (output / "identities.json").write_text(json.dumps(train_set.identities))
 
     # Model, head, optimizer.
-    backbone = create_backbone(
-        config.backbone, embedding_dim=config.embedding_dim, **config.backbone_kwargs
-    )
     if config.init_backbone:
         state, _ = load_backbone_state(config.init_backbone)
         backbone.load_state_dict(state)
@@ -484,7 +502,7 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
 
     validator = None
     if config.val.every and rank == 0:
-        validator = Validator(config, val_set)
+        validator = Validator(config, val_set, template)
     logger = _Logger(output, config, step, rank == 0)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
 
@@ -497,7 +515,7 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
             "format": CHECKPOINT_FORMAT,
             "version": 1,
             "config": config.to_dict(),
-            "template": "standard112",
+            "template": template,
             "world_size": world,
             "rank": rank,
             "step": at,

@@ -1,0 +1,68 @@
+"""dlib's pretrained 128-d face ResNet as a trainable backbone (for fine-tuning).
+
+The network is :class:`facesphere.pretrained.dlib_resnet.DlibResNet`, rebuilt from the bundled
+dlib weights file (its layer sizes come from that file, so it is always built from it; with
+``pretrained=False`` the weights are then re-initialised). It works on dlib's 150x150 chips
+(template ``dlib150``), not on the 112x112 ``standard112`` crops of the other backbones.
+
+Input convention: like every backbone, the input is what the trainer feeds, RGB normalised as
+``(pixel - 127.5) / 127.5`` (:data:`facesphere.train.augment.MEAN`/``STD``). The backbone maps
+it back to 0..255 pixels and then applies dlib's own ``(pixel - channel mean) / 256``, so the
+pretrained weights see exactly the input dlib trained them on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesphere.models.backbones._common import init_conv_linear
+from facesphere.models.backbones._registry import register_backbone
+
+PIXEL_MEAN = 127.5
+PIXEL_STD = 127.5
+"""The trainer's input normalisation, undone before dlib's own."""
+
+
+class DlibResNetBackbone(nn.Module):
+    """dlib's ResNet (about 5.6M parameters); (N, 3, 150, 150) normalised RGB -> (N, 128)."""
+
+    template = "dlib150"
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        from facesphere.pretrained.dlib_resnet import load_dlib_resnet
+
+        self.net = load_dlib_resnet(normalize=False).train()
+        self.embedding_dim = self.net.fc.out_features
+        self.input_size = (self.net.chip_size, self.net.chip_size)
+        if not pretrained:
+            self.net.apply(init_conv_linear)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last residual map (N, 256, h, w), before the global average pool."""
+        net = self.net
+        pixels = x * PIXEL_STD + PIXEL_MEAN
+        x = (pixels - net.mean) * (1.0 / 256.0)
+        x = F.relu(net.stem(x))
+        x = F.max_pool2d(x, net.pool_kernel, net.pool_stride)
+        for unit in net.units:
+            x = unit(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings (N, 128), not normalised (dlib compares unit vectors of these)."""
+        return self.net.fc(self.forward_features(x).mean(dim=(2, 3)))
+
+
+@register_backbone("dlib_resnet")
+def dlib_resnet(embedding_dim: int = 128, pretrained: bool = True, **kwargs: Any) -> nn.Module:
+    """dlib's face ResNet; only ``embedding_dim=128`` (the pretrained layout) is possible."""
+    if embedding_dim != 128:
+        raise ValueError(f"dlib_resnet has a fixed 128-d embedding, not {embedding_dim}")
+    if kwargs:
+        raise ValueError(f"dlib_resnet takes no options besides pretrained: {sorted(kwargs)}")
+    return DlibResNetBackbone(pretrained=pretrained)
