@@ -17,9 +17,12 @@ def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
     return BACKBONES.register(name)
 
 
-def create_backbone(name: str, embedding_dim: int = 512, **kwargs: Any) -> nn.Module:
-    """Build the backbone ``name``; raises ``KeyError`` listing known names if it is unknown."""
-    return BACKBONES.create(name, embedding_dim=embedding_dim, **kwargs)
+def create_backbone(name: str, embedding_dim: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build the backbone ``name`` (embedding size: the model's default, 512 for most, unless
+    given); raises ``KeyError`` listing known names if it is unknown."""
+    if embedding_dim is not None:
+        kwargs["embedding_dim"] = embedding_dim
+    return BACKBONES.create(name, **kwargs)
 
 
 def list_backbones() -> list[str]:
