@@ -84,7 +84,8 @@ def main() -> None:
     no_face = sum(1 for *_, found in results if not found)
     print(f"celeba299: {len(pairs)} pairs, {len(paths)} images, {no_face} without a detected face")
     print(
-        f"{'embedding':<16} {'10-fold acc':>16} {'AUC':>7} {'EER':>7} {'threshold':>10} {'FAR':>7} {'FRR':>7}"
+        f"{'embedding':<16} {'10-fold acc':>16} {'AUC':>7} {'EER':>7} {'threshold':>10} "
+        f"{'FAR':>7} {'FRR':>7}"
     )
     for name, row in rows.items():
         print(

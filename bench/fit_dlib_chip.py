@@ -77,7 +77,8 @@ def main() -> None:
     start = DLIB_150.as_array().ravel()
     fit = least_squares(residuals, start)
     print(
-        f"{len(samples)} faces; worst corner residual: start {np.abs(residuals(start)).max():.3f} px, "
+        f"{len(samples)} faces; worst corner residual: "
+        f"start {np.abs(residuals(start)).max():.3f} px, "
         f"fitted {np.abs(fit.fun).max():.3f} px"
     )
     for x, y in fit.x.reshape(5, 2):

@@ -21,8 +21,16 @@ from PIL import Image
 
 from facesphere.io.data import data_dir
 
-NAMES = ["Aaron_Eckhart", "George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams",
-         "Gerhard_Schroeder", "Donald_Rumsfeld", "Jean_Chretien"]
+NAMES = [
+    "Aaron_Eckhart",
+    "George_W_Bush",
+    "Colin_Powell",
+    "Tony_Blair",
+    "Serena_Williams",
+    "Gerhard_Schroeder",
+    "Donald_Rumsfeld",
+    "Jean_Chretien",
+]
 
 
 def _photo(name: str) -> np.ndarray:
@@ -41,7 +49,7 @@ def scenes(n: int) -> list[np.ndarray]:
             canvas = np.full((480, 640, 3), 100, np.uint8)
             for j in range(3):
                 y, x = (j % 2) * 230, j * 195
-                canvas[y:y + 250, x:x + 250] = _photo(NAMES[(i + j) % len(NAMES)])
+                canvas[y : y + 250, x : x + 250] = _photo(NAMES[(i + j) % len(NAMES)])
             out.append(canvas)
     return out
 
@@ -106,7 +114,7 @@ def main() -> None:
 
         def run_onnx() -> None:
             for s in range(0, len(x), 32):
-                sess.run(None, {"chips": x[s:s + 32]})
+                sess.run(None, {"chips": x[s : s + 32]})
 
         emb["onnx_b32"] = rate(run_onnx, len(faces))
 

@@ -36,7 +36,7 @@ def group_photo(names: list[str], size: tuple[int, int] = (480, 640)) -> np.ndar
     canvas = np.full((*size, 3), 90, np.uint8)
     for i, name in enumerate(names):
         y, x = (i % 2) * (size[0] - 250), i * (size[1] - 250) // max(len(names) - 1, 1)
-        canvas[y:y + 250, x:x + 250] = lfw(name)
+        canvas[y : y + 250, x : x + 250] = lfw(name)
     return canvas
 
 
@@ -169,10 +169,12 @@ def test_shape_predictor_matches_dlib() -> None:
         x1, y1 = rng.integers(-30, 120, 12), rng.integers(-30, 120, 12)
         side = rng.integers(40, 200, 12)
         boxes = np.stack([x1, y1, x1 + side, y1 + side + rng.integers(-10, 10, 12)], axis=1)
-        boxes = np.concatenate([boxes, [[d.left(), d.top(), d.right(), d.bottom()]
-                                        for d in hog(img, 0)]]).astype(int)
-        ref = np.array([[(p.x, p.y) for p in sp(img, dlib.rectangle(*map(int, b))).parts()]
-                        for b in boxes])
+        boxes = np.concatenate(
+            [boxes, [[d.left(), d.top(), d.right(), d.bottom()] for d in hog(img, 0)]]
+        ).astype(int)
+        ref = np.array(
+            [[(p.x, p.y) for p in sp(img, dlib.rectangle(*map(int, b))).parts()] for b in boxes]
+        )
         out = tp.predict(img, boxes.astype(np.float32))
         assert out.shape == (len(boxes), 5, 2) and out.dtype == np.float32
         assert np.abs(out - ref).max() <= 0.5
@@ -186,8 +188,9 @@ def _compare_detections(img: np.ndarray, upsample: int) -> int:
     ref = dlib_cnn()(img, upsample)
     out = torch_mmod(upsample).detect(img)
     assert len(out) == len(ref), (out, ref)
-    ref_boxes = [np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()])
-                 for d in ref]
+    ref_boxes = [
+        np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()]) for d in ref
+    ]
     for box, score in out:
         assert box.dtype == np.float32 and box.shape == (4,)
         best = max(range(len(ref)), key=lambda j: iou(box, ref_boxes[j]))
@@ -274,8 +277,10 @@ def test_cli_export(tmp_path: Path) -> None:
     for args, msg in [
         (["export", str(tmp_path / "a.onnx")], "--model"),
         (["export", "--model", "arcface", str(tmp_path / "a.onnx")], "unknown model"),
-        (["export", "--model", "dlib-resnet", "--format", "tflite", str(tmp_path / "a")],
-         "unknown format"),
+        (
+            ["export", "--model", "dlib-resnet", "--format", "tflite", str(tmp_path / "a")],
+            "unknown format",
+        ),
         (["export", "ckpt.pt", "--model", "dlib-resnet", str(tmp_path / "a.onnx")], "CHECKPOINT"),
         (["export", "a", "b", "c", "--model", "dlib-resnet"], "positional"),
     ]:

@@ -46,13 +46,20 @@ def conv_affine(con: Layer, affine: Layer | None) -> nn.Conv2d:
         gamma = affine.arrays["gamma"].astype(np.float64)
         beta = affine.arrays["beta"].astype(np.float64)
         if gamma.size != weight.shape[0]:
-            raise DlibFormatError(f"affine of {gamma.size} channels after a conv of "
-                                  f"{weight.shape[0]} filters")
+            raise DlibFormatError(
+                f"affine of {gamma.size} channels after a conv of {weight.shape[0]} filters"
+            )
         weight = weight * gamma[:, None, None, None]
         bias = bias * gamma + beta
     out_ch, in_ch, kh, kw = weight.shape
-    conv = nn.Conv2d(in_ch, out_ch, (kh, kw), stride=con.options["stride"],
-                     padding=con.options["padding"], bias=True)
+    conv = nn.Conv2d(
+        in_ch,
+        out_ch,
+        (kh, kw),
+        stride=con.options["stride"],
+        padding=con.options["padding"],
+        bias=True,
+    )
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
         conv.bias.copy_(torch.from_numpy(bias.astype(np.float32)))

@@ -32,13 +32,29 @@ _SPECIAL_EXPONENTS = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
 
 LAYER_NAMES = frozenset(
     {
-        "con_4", "con_5", "con_6", "fc_2", "fc_3", "affine_", "affine_2", "bn_con2", "bn_fc2",
-        "relu_", "relu_2", "add_prev_", "avg_pool_2", "max_pool_2",
+        "con_4",
+        "con_5",
+        "con_6",
+        "fc_2",
+        "fc_3",
+        "affine_",
+        "affine_2",
+        "bn_con2",
+        "bn_fc2",
+        "relu_",
+        "relu_2",
+        "add_prev_",
+        "avg_pool_2",
+        "max_pool_2",
     }
 )
 INPUT_NAMES = frozenset(
-    {"input_rgb_image_sized", "input_rgb_image", "input_rgb_image_pyramid",
-     "input_rgb_image_pyramid2"}
+    {
+        "input_rgb_image_sized",
+        "input_rgb_image",
+        "input_rgb_image_pyramid",
+        "input_rgb_image_pyramid2",
+    }
 )
 LOSS_NAMES = frozenset({"loss_metric_", "loss_metric_2", "loss_mmod_"})
 
@@ -287,8 +303,12 @@ def _read_layer(r: Reader) -> Layer:
             bias = flat[nfilt : nfilt + nbias].copy()
         else:
             bias = np.zeros(num_filters, np.float32)
-        return Layer("con", name, {"weight": weight.copy(), "bias": bias},
-                     {"kernel": (nr, nc), "stride": (sy, sx), "padding": (py, px)})
+        return Layer(
+            "con",
+            name,
+            {"weight": weight.copy(), "bias": bias},
+            {"kernel": (nr, nc), "stride": (sy, sx), "padding": (py, px)},
+        )
     if name.startswith("fc_"):
         num_outputs = r.int_("num outputs")
         num_inputs = r.int_("num inputs")
@@ -315,8 +335,12 @@ def _read_layer(r: Reader) -> Layer:
         if name == "affine_2":
             r.bool_("disabled")
         n = int(np.prod(g))
-        return Layer("affine", name, {"gamma": params[:n].copy(), "beta": params[n : 2 * n].copy()},
-                     {"mode": mode})
+        return Layer(
+            "affine",
+            name,
+            {"gamma": params[:n].copy(), "beta": params[n : 2 * n].copy()},
+            {"mode": mode},
+        )
     if name in ("bn_con2", "bn_fc2"):
         params = r.tensor("bn params").reshape(-1)
         g = r.alias_tensor("gamma")
@@ -333,9 +357,12 @@ def _read_layer(r: Reader) -> Layer:
         n = int(np.prod(g))
         gamma = params[:n].astype(np.float64) / np.sqrt(running_vars.astype(np.float64) + eps)
         beta = params[n : 2 * n] - gamma * running_means
-        return Layer("affine", name, {"gamma": gamma.astype(np.float32),
-                                      "beta": beta.astype(np.float32)},
-                     {"mode": 1 if name == "bn_con2" else 0})
+        return Layer(
+            "affine",
+            name,
+            {"gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32)},
+            {"mode": 1 if name == "bn_con2" else 0},
+        )
     if name in ("relu_", "relu_2"):
         if name == "relu_2":
             r.bool_("disabled")
@@ -355,15 +382,19 @@ def _read_loss(r: Reader) -> dict[str, Any]:
     if name == "loss_metric_":
         return {"kind": "metric", "margin": 0.1, "dist_thresh": 0.75}
     if name == "loss_metric_2":
-        return {"kind": "metric", "margin": r.float_("margin"),
-                "dist_thresh": r.float_("distance threshold")}
+        return {
+            "kind": "metric",
+            "margin": r.float_("margin"),
+            "dist_thresh": r.float_("distance threshold"),
+        }
     version = r.int_("mmod options version")
     if not 1 <= version <= 4:
         raise r.fail(f"unsupported mmod options version {version}")
     windows: list[dict[str, Any]] = []
     if version == 1:
-        windows.append({"width": r.int_("window width"), "height": r.int_("window height"),
-                        "label": ""})
+        windows.append(
+            {"width": r.int_("window width"), "height": r.int_("window height"), "label": ""}
+        )
     else:
         for _ in range(r.count("detector windows", 1000)):
             wv = r.int_("window version")
@@ -390,8 +421,10 @@ def _read_loss(r: Reader) -> dict[str, Any]:
 
 def _read_input(r: Reader) -> dict[str, Any]:
     name = r.expect(INPUT_NAMES, "input layer name")
-    out: dict[str, Any] = {"kind": name, "mean_rgb": (r.float_("avg red"), r.float_("avg green"),
-                                                     r.float_("avg blue"))}
+    out: dict[str, Any] = {
+        "kind": name,
+        "mean_rgb": (r.float_("avg red"), r.float_("avg green"), r.float_("avg blue")),
+    }
     if name == "input_rgb_image_sized":
         out["size"] = (r.int_("input rows"), r.int_("input cols"))
     elif name == "input_rgb_image_pyramid2":
@@ -483,8 +516,10 @@ def read_shape_predictor(data: bytes, name: str = "<bytes>") -> ShapePredictorDa
         idx2.append(li2)
         thr.append(np.asarray(lthr, np.float32))
         leaves.append(np.asarray(lleaf, np.float32))
-    anchors = [[r.int_("anchor index") for _ in range(r.count("anchors"))]
-               for _ in range(r.count("anchor levels", 1000))]
+    anchors = [
+        [r.int_("anchor index") for _ in range(r.count("anchors"))]
+        for _ in range(r.count("anchor levels", 1000))
+    ]
     deltas = []
     for _ in range(r.count("delta levels", 1000)):
         n = r.count("deltas")

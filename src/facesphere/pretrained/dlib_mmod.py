@@ -75,8 +75,12 @@ class MMODNet(nn.Module):
         return self.head(x)
 
 
-def pyramid_rects(nr: int, nc: int, padding: int = 10, outer_padding: int = 11,
-                  ) -> tuple[list[tuple[int, int, int, int]], int, int]:
+def pyramid_rects(
+    nr: int,
+    nc: int,
+    padding: int = 10,
+    outer_padding: int = 11,
+) -> tuple[list[tuple[int, int, int, int]], int, int]:
     """Placement of the pyramid_down<6> levels in dlib's tiled image.
 
     Returns ([(left, top, right, bottom) inclusive per level], tiled rows, tiled columns).
@@ -114,8 +118,9 @@ def pyramid_rects(nr: int, nc: int, padding: int = 10, outer_padding: int = 11,
         h, w = sizes[i]
         right, bottom = outer_padding + w0 - 1, y - 1
         rect = (right - (w - 1), bottom - (h - 1), right, bottom)
-        overlap = not (rect[2] < first[0] or rect[0] > first[2]
-                       or rect[3] < first[1] or rect[1] > first[3])
+        overlap = not (
+            rect[2] < first[0] or rect[0] > first[2] or rect[3] < first[1] or rect[1] > first[3]
+        )
         if overlap:
             break
         rects.append(rect)
@@ -159,8 +164,9 @@ class TorchMMODDetector:
 
     name = "dlib-mmod"
 
-    def __init__(self, device: str = "cpu", upsample: int = 0, adjust_threshold: float = 0.0
-                 ) -> None:
+    def __init__(
+        self, device: str = "cpu", upsample: int = 0, adjust_threshold: float = 0.0
+    ) -> None:
         net = load_pretrained("mmod")
         if not isinstance(net, DlibNetwork) or net.loss.get("kind") != "mmod":
             raise DlibFormatError("the bundled MMOD file is not an MMOD detector")
@@ -172,8 +178,9 @@ class TorchMMODDetector:
             raise ValueError("upsample must be >= 0")
         self.adjust_threshold = float(adjust_threshold)
         self.model = MMODNet(net).eval().to(self.device).to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(net.input["mean_rgb"], dtype=torch.float32,
-                                 device=self.device).view(1, 3, 1, 1)
+        self.mean = torch.tensor(
+            net.input["mean_rgb"], dtype=torch.float32, device=self.device
+        ).view(1, 3, 1, 1)
         self.padding = int(net.input["pyramid_padding"])
         self.outer_padding = int(net.input["pyramid_outer_padding"])
         self.windows = [(w["width"], w["height"]) for w in net.loss["detector_windows"]]
@@ -192,18 +199,20 @@ class TorchMMODDetector:
     def tiled_pyramid(self, image: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
         """The network input for `image` (after upsampling) and the level rectangles."""
         x = self._upsampled(image)
-        rects, out_nr, out_nc = pyramid_rects(x.shape[2], x.shape[3], self.padding,
-                                              self.outer_padding)
+        rects, out_nr, out_nc = pyramid_rects(
+            x.shape[2], x.shape[3], self.padding, self.outer_padding
+        )
         tiled = torch.zeros((1, 3, out_nr, out_nc), device=self.device)
         level = (x - self.mean) * (1.0 / 256.0)
         for i, (left, top, right, bottom) in enumerate(rects):
             if i > 0:
                 level = _resize_aligned(level, bottom - top + 1, right - left + 1)
-            tiled[:, :, top:bottom + 1, left:right + 1] = level
+            tiled[:, :, top : bottom + 1, left : right + 1] = level
         return tiled, rects
 
-    def _boxes(self, scores: np.ndarray, rects: list[tuple[int, ...]]
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def _boxes(
+        self, scores: np.ndarray, rects: list[tuple[int, ...]]
+    ) -> tuple[np.ndarray, np.ndarray]:
         k_idx, rows, cols = np.nonzero(scores > self.adjust_threshold)
         values = scores[k_idx, rows, cols].astype(np.float64)
         if len(values) == 0:
@@ -241,8 +250,7 @@ class TorchMMODDetector:
         kept: list[np.ndarray] = []
         kept_scores: list[float] = []
         for box, score in zip(_lround(boxes), values, strict=True):
-            if overlaps_nms(np.asarray(kept).reshape(-1, 4), box, self.nms_iou,
-                            self.nms_covered):
+            if overlaps_nms(np.asarray(kept).reshape(-1, 4), box, self.nms_iou, self.nms_covered):
                 continue
             kept.append(box)
             kept_scores.append(float(score))

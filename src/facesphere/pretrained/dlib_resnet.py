@@ -23,9 +23,12 @@ from facesphere.pretrained.dlib_format import DlibFormatError, DlibNetwork, load
 # (channels, downsample) for every residual unit, innermost first.
 RESNET_UNITS: list[tuple[int, bool]] = (
     [(32, False)] * 3
-    + [(64, True)] + [(64, False)] * 3
-    + [(128, True)] + [(128, False)] * 2
-    + [(256, True)] + [(256, False)] * 2
+    + [(64, True)]
+    + [(64, False)] * 3
+    + [(128, True)]
+    + [(128, False)] * 2
+    + [(256, True)]
+    + [(256, False)] * 2
     + [(256, True)]
 )
 
@@ -128,9 +131,14 @@ class TorchDlibRecognizer:
         out = np.empty((len(chips), self.embedding_dim), np.float32)
         with torch.inference_mode():
             for start in range(0, len(chips), self.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(chips[start:start + self.batch_size]))
+                batch = torch.from_numpy(
+                    np.ascontiguousarray(chips[start : start + self.batch_size])
+                )
                 x = batch.to(self.device).permute(0, 3, 1, 2).float()
-                x = x.contiguous(memory_format=torch.channels_last if self.channels_last
-                                 else torch.contiguous_format)
-                out[start:start + len(batch)] = self.model(x).float().cpu().numpy()
+                x = x.contiguous(
+                    memory_format=torch.channels_last
+                    if self.channels_last
+                    else torch.contiguous_format
+                )
+                out[start : start + len(batch)] = self.model(x).float().cpu().numpy()
         return out

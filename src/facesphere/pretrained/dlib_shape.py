@@ -99,8 +99,9 @@ class TorchShapePredictor:
             px = pix[..., 0].astype(np.int64)
             py = pix[..., 1].astype(np.int64)
             inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-            values = np.where(inside, flat_grey[np.clip(py, 0, h - 1) * w + np.clip(px, 0, w - 1)],
-                              np.float32(0)).astype(np.float32)  # (N,F)
+            values = np.where(
+                inside, flat_grey[np.clip(py, 0, h - 1) * w + np.clip(px, 0, w - 1)], np.float32(0)
+            ).astype(np.float32)  # (N,F)
             i1, i2, thr = d.split_idx1[level], d.split_idx2[level], d.split_thresh[level]
             trees = np.arange(i1.shape[0])[None, :]
             node = np.zeros((n, i1.shape[0]), np.int64)

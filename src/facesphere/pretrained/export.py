@@ -20,8 +20,9 @@ EXPORTABLE_MODELS = ("dlib-resnet", "dlib-mmod")
 EXPORT_FORMATS = ("onnx", "torchscript")
 
 
-def build_model(name: str) -> tuple[nn.Module, torch.Tensor, dict[str, dict[int, str]],
-                                    list[str], list[str]]:
+def build_model(
+    name: str,
+) -> tuple[nn.Module, torch.Tensor, dict[str, dict[int, str]], list[str], list[str]]:
     """The module, an example input, dynamic axes and input/output names for `name`."""
     if name == "dlib-resnet":
         from facesphere.pretrained.dlib_resnet import load_dlib_resnet
@@ -35,8 +36,10 @@ def build_model(name: str) -> tuple[nn.Module, torch.Tensor, dict[str, dict[int,
 
         model = TorchMMODDetector().model.to(memory_format=torch.contiguous_format)
         example = torch.rand(1, 3, 200, 160) - 0.5
-        axes = {"pyramid": {0: "batch", 2: "height", 3: "width"},
-                "scores": {0: "batch", 2: "out_height", 3: "out_width"}}
+        axes = {
+            "pyramid": {0: "batch", 2: "height", 3: "width"},
+            "scores": {0: "batch", 2: "out_height", 3: "out_width"},
+        }
         return model, example, axes, ["pyramid"], ["scores"]
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(EXPORTABLE_MODELS)}")
 
@@ -48,9 +51,16 @@ def export_onnx(name: str, out: Path | str, opset: int = 17) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (example,), str(out), input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes, opset_version=opset,
-                          dynamo=False)
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(out),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     return out
 
 

@@ -1,0 +1,243 @@
+"""CLI verbs of face galleries: `facesphere gallery create|enroll|identify|list|remove|export`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from facesphere.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_NO_FACE,
+    DetectorOption,
+    EngineOption,
+    UpsampleOption,
+    build_analyzer,
+    fail,
+    print_json,
+)
+
+gallery_app = typer.Typer(
+    help="Face galleries: enroll people from photos, identify faces against them.",
+    no_args_is_help=True,
+)
+
+JsonOption = typer.Option(False, "--json", help="Print JSON.")
+GalleryArgument = typer.Argument(..., help="Gallery database file.")
+
+
+@contextlib.contextmanager
+def gallery_errors() -> Iterator[None]:
+    """Turn gallery errors into one-line messages with exit code 2 (1 for database
+    failures such as a lock held too long)."""
+    from facesphere.gallery import GalleryError
+
+    try:
+        yield
+    except GalleryError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except sqlite3.Error as exc:
+        fail(f"database error: {exc}", EXIT_FAILURE)
+
+
+def _open(path: Path):
+    from facesphere.gallery import Gallery
+
+    return Gallery(path)
+
+
+@gallery_app.command("create")
+def create(
+    path: Path = GalleryArgument,
+    model: str = typer.Option("dlib-resnet", "--model", help="Recognizer the gallery is for."),
+    model_version: str = typer.Option("1", "--model-version", help="Its version."),
+    dim: int = typer.Option(128, "--dim", min=1, help="Embedding dimension."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Open an existing gallery."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Create an empty gallery."""
+    from facesphere.gallery import Gallery
+
+    with gallery_errors(), Gallery.create(path, model, model_version, dim, exist_ok) as gallery:
+        info = gallery.info()
+    if json_output:
+        print_json(info)
+    else:
+        typer.echo(f"gallery {path}: {info['model']} v{info['model_version']}, {info['dim']}-d")
+
+
+def _parse_metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        fail(f"--metadata is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        fail("--metadata must be a JSON object")
+    return value
+
+
+@gallery_app.command("enroll")
+def enroll(
+    path: Path = GalleryArgument,
+    images: list[Path] = typer.Argument(..., help="Photos of the person (largest face each)."),
+    subject: str = typer.Option(..., "--subject", "-s", help="The person's name."),
+    metadata: str | None = typer.Option(None, "--metadata", help="JSON object to store."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Enroll the usable photos even if some are not."
+    ),
+    create: bool = typer.Option(False, "--create", help="Create the gallery if missing."),
+    json_output: bool = JsonOption,
+    detector: str = DetectorOption,
+    engine=EngineOption,
+    upsample: int | None = UpsampleOption,
+) -> None:
+    """Enroll a person from photos, all in one transaction.
+
+    An unreadable photo (exit 2) or one without a face (exit 3) fails the whole request
+    unless --skip-bad.
+    """
+    from facesphere.gallery import EnrollImagesError, Gallery, enroll_images
+    from facesphere.gallery.enroll import model_of
+
+    meta = _parse_metadata(metadata)
+    with gallery_errors():
+        gallery = None if create else _open(path)  # fail fast, before loading the models
+    analyzer = build_analyzer(detector, engine, upsample)
+    with gallery_errors():
+        if gallery is None:
+            name, version, dim = model_of(analyzer)
+            gallery = Gallery.create(path, name, version, dim, exist_ok=True)
+        with gallery:
+            try:
+                report = enroll_images(
+                    gallery, analyzer, subject, [str(p) for p in images], meta, skip_bad
+                )
+            except EnrollImagesError as exc:
+                fail(
+                    f"nothing enrolled: {exc}",
+                    EXIT_BAD_INPUT if exc.unreadable else EXIT_NO_FACE,
+                )
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        typer.echo(f"enrolled {len(report.face_ids)} face(s) of {subject!r} into {path}")
+    for source, reason in report.unreadable:
+        typer.echo(f"skipped, unreadable: {source} ({reason})", err=True)
+    for source in report.no_face:
+        typer.echo(f"skipped, no face: {source}", err=True)
+
+
+@gallery_app.command("identify")
+def identify(
+    path: Path = GalleryArgument,
+    image: Path = typer.Argument(..., help="Photo to identify (every face in it)."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Subjects listed per face."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Cosine similarity for a match (default: the pipeline's)."
+    ),
+    json_output: bool = JsonOption,
+    detector: str = DetectorOption,
+    engine=EngineOption,
+    upsample: int | None = UpsampleOption,
+) -> None:
+    """Who is in a photo: the best-matching enrolled subjects of each face, or unknown."""
+    import numpy as np
+
+    from facesphere.gallery.enroll import model_of
+    from facesphere.io.image import ImageError
+
+    with gallery_errors():
+        gallery = _open(path)
+    with gallery_errors(), gallery:
+        analyzer = build_analyzer(detector, engine, upsample)
+        name, version, dim = model_of(analyzer)
+        gallery.check_model(name, version, dim)
+        try:
+            faces = analyzer.analyze(image)
+        except ImageError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+        if not faces:
+            fail(f"no face found in {image}", EXIT_NO_FACE)
+        results = gallery.identify(
+            np.stack([f.embedding for f in faces]), top_k, threshold, name, version
+        )
+    rows = [
+        {
+            "box": face.to_dict()["box"],
+            "detection_score": round(float(face.score), 4),
+            **result.to_dict(),
+        }
+        for face, result in zip(faces, results)
+    ]
+    if json_output:
+        cut = results[0].threshold
+        print_json({"image": str(image), "gallery": str(path), "threshold": cut, "faces": rows})
+        return
+    for i, row in enumerate(rows):
+        box = ", ".join(f"{v:.0f}" for v in row["box"])
+        who = row["identity"] if row["identity"] is not None else "unknown"
+        best = "" if row["score"] is None else f" (best {row['matches'][0]['score']:.4f})"
+        typer.echo(f"[{i}] box ({box}): {who}{best}")
+        for match in row["matches"]:
+            typer.echo(f"      {match['subject']}: {match['score']:.4f}")
+
+
+@gallery_app.command("list")
+def list_subjects(path: Path = GalleryArgument, json_output: bool = JsonOption) -> None:
+    """The enrolled subjects and their face counts."""
+    with gallery_errors(), _open(path) as gallery:
+        info = gallery.info()
+        subjects = [s.to_dict() for s in gallery.subjects()]
+    if json_output:
+        print_json({"gallery": info, "subjects": subjects})
+        return
+    typer.echo(
+        f"{path}: {info['subjects']} subject(s), {info['faces']} face(s) "
+        f"({info['model']} v{info['model_version']}, {info['dim']}-d)"
+    )
+    for subject in subjects:
+        typer.echo(f"  {subject['name']}: {subject['faces']} face(s)")
+
+
+@gallery_app.command("remove")
+def remove(
+    path: Path = GalleryArgument,
+    subject: str = typer.Argument(..., help="Name of the subject to delete."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Delete a subject and all its faces."""
+    with gallery_errors(), _open(path) as gallery:
+        removed = gallery.remove_subject(subject)
+    if json_output:
+        print_json({"subject": subject, "faces_removed": removed})
+    else:
+        typer.echo(f"removed {subject!r} ({removed} face(s))")
+
+
+@gallery_app.command("export")
+def export(
+    path: Path = GalleryArgument,
+    out: Path = typer.Argument(..., help="Output file (.json or .npz)."),
+    fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Write subjects, metadata and embeddings to a JSON or npz file."""
+    with gallery_errors(), _open(path) as gallery:
+        counts = gallery.export(out, fmt)
+    if json_output:
+        print_json({"out": str(out), **counts})
+    else:
+        typer.echo(f"exported {counts['subjects']} subject(s), {counts['faces']} face(s) to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `gallery` command group to the CLI."""
+    app.add_typer(gallery_app, name="gallery")

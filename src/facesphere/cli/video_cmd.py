@@ -1,0 +1,139 @@
+"""`facesphere video`: track and identify the faces of a video, annotate it, log events."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from facesphere.cli.common import (
+    DetectorOption,
+    DeviceOption,
+    EngineOption,
+    UpsampleOption,
+    build_analyzer,
+    fail,
+    print_json,
+)
+
+
+def open_gallery(path: Path) -> Any:
+    """The gallery at `path` as an `Identifier` (anything with ``identify(embeddings, top_k)``).
+
+    Exits with code 2 and a one-line message when it is missing or cannot be opened.
+    """
+    if not path.exists():
+        fail(f"{path}: gallery not found")
+    try:
+        from facesphere.gallery import Gallery
+    except ImportError:
+        fail("gallery support (facesphere.gallery.Gallery) is not available in this install")
+    try:
+        return Gallery(path)
+    except Exception as exc:  # the gallery's own errors carry one-line messages
+        fail(f"{path}: cannot open gallery ({exc})")
+
+
+def _gallery_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from facesphere.gallery.errors import GalleryError
+    except ImportError:
+        return ()
+    return (GalleryError,)
+
+
+def video(
+    source: Path = typer.Argument(..., help="Video file (anything OpenCV can decode)."),
+    gallery_path: Path | None = typer.Option(
+        None, "--gallery", "-g", help="Gallery to name the faces with (else tracks are unnamed)."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the annotated video (mp4v)."),
+    events_path: Path | None = typer.Option(
+        None, "--json", help="Write track events (appear, identity, leave) as JSON lines."
+    ),
+    every: int = typer.Option(1, "--every", min=1, help="Detect on every n-th frame."),
+    window: int = typer.Option(
+        5, "--window", min=1, help="Identity smoothing window (observations of a track)."
+    ),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="Smoothed score needed to name a track (default: the pipeline threshold).",
+    ),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Gallery matches kept per face."),
+    max_missed: int = typer.Option(
+        5, "--max-missed", min=0, help="Detection rounds a track may go unseen before it ends."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    json_summary: bool = typer.Option(False, "--json-summary", help="Print the summary as JSON."),
+    detector: str = DetectorOption,
+    engine=EngineOption,
+    upsample: int | None = UpsampleOption,
+    device: str = DeviceOption,
+) -> None:
+    """Detect, track and identify faces in a video; write an annotated copy and an event log."""
+    from facesphere.video.pipeline import VideoError, open_video, process_video
+    from facesphere.video.tracker import TrackerConfig
+
+    # Our one-line message says why a video is unreadable; keep FFmpeg's own log quiet.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    try:  # fail fast on a bad video, before any model is loaded
+        open_video(source)[0].release()
+    except VideoError as exc:
+        fail(str(exc))
+    for target in (out, events_path):
+        if target is not None:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                fail(f"{target}: cannot create its folder ({exc.strerror or exc})")
+    gallery = open_gallery(gallery_path) if gallery_path is not None else None
+    try:
+        analyzer = build_analyzer(detector, engine, upsample, device=device)
+        summary = process_video(
+            source,
+            analyzer,
+            gallery,
+            out=out,
+            events_path=events_path,
+            every=every,
+            window=window,
+            top_k=top_k,
+            threshold=threshold,
+            tracker_config=TrackerConfig(max_missed=max_missed),
+            progress=progress,
+        )
+    except VideoError as exc:
+        fail(str(exc))
+    except _gallery_errors() as exc:
+        fail(f"gallery: {exc}")
+    finally:
+        close = getattr(gallery, "close", None)
+        if callable(close):
+            close()
+    if json_summary:
+        print_json(summary.to_dict())
+        return
+    data = summary.to_dict()
+    typer.echo(
+        f"{source}: {summary.frames} frame(s) ({summary.detection_frames} analysed) "
+        f"{summary.width}x{summary.height} at {summary.fps:.1f} fps in {summary.seconds:.1f} s"
+    )
+    typer.echo(f"tracks: {summary.tracks}; events: {data['events']}")
+    if gallery is not None:
+        for name, tracks in summary.identities.items():
+            typer.echo(f"  {name}: track(s) {', '.join(f'#{t}' for t in tracks)}")
+        if summary.unnamed_tracks:
+            unnamed = ", ".join(f"#{t}" for t in summary.unnamed_tracks)
+            typer.echo(f"  unknown: track(s) {unnamed}")
+    if out is not None:
+        typer.echo(f"annotated video -> {out}")
+    if events_path is not None:
+        typer.echo(f"events -> {events_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `video` to the CLI."""
+    app.command()(video)

@@ -1,0 +1,113 @@
+"""Enroll people from photos: detect the largest face of each image, embed, store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facesphere.batch import file_sha256
+from facesphere.gallery.errors import EnrollImagesError
+from facesphere.gallery.store import DEFAULT_MODEL_VERSION, Gallery
+from facesphere.io.image import ImageError, ImageInput, describe_source
+
+if TYPE_CHECKING:
+    from facesphere.analyzer import FaceAnalyzer
+
+
+@dataclass
+class EnrollReport:
+    """What an enrollment did: the new face ids, the images used and the images skipped."""
+
+    subject: str
+    face_ids: list[int]
+    enrolled: list[str]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "subject": self.subject,
+            "face_ids": self.face_ids,
+            "enrolled": self.enrolled,
+            "unreadable": [{"image": s, "reason": r} for s, r in self.unreadable],
+            "no_face": self.no_face,
+        }
+
+
+def model_of(analyzer: FaceAnalyzer) -> tuple[str, str, int]:
+    """(model name, model version, embedding dim) of an analyzer's recognizer."""
+    recognizer = analyzer.recognizer
+    version = str(getattr(recognizer, "version", DEFAULT_MODEL_VERSION))
+    return recognizer.name, version, int(recognizer.embedding_dim)
+
+
+def image_sha256(image: ImageInput, pixels: np.ndarray) -> str:
+    """SHA-256 of a file's bytes, of encoded bytes, or else of the decoded pixels."""
+    if isinstance(image, (str, os.PathLike)):
+        return file_sha256(image)
+    if isinstance(image, (bytes, bytearray)):
+        return hashlib.sha256(bytes(image)).hexdigest()
+    digest = hashlib.sha256(repr(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
+def enroll_images(
+    gallery: Gallery,
+    analyzer: FaceAnalyzer,
+    subject: str,
+    images: Sequence[ImageInput],
+    metadata: Mapping[str, Any] | None = None,
+    skip_bad: bool = False,
+    create_subject: bool = True,
+) -> EnrollReport:
+    """Enroll the largest face of each image as `subject`, in one transaction.
+
+    An unreadable image or one without a face makes the whole request fail with
+    EnrollImagesError listing them, unless `skip_bad`, which enrolls the others (and still fails
+    when no image is usable). The analyzer's model must be the gallery's.
+    """
+    name, version, dim = model_of(analyzer)
+    gallery.check_model(name, version, dim)
+    vectors: list[np.ndarray] = []
+    sources: list[dict[str, Any]] = []
+    used: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    no_face: list[str] = []
+    for image in images:
+        label = describe_source(image)
+        try:
+            pixels = analyzer.load(image)
+            sha = image_sha256(image, pixels)
+        except ImageError as exc:
+            unreadable.append((label, exc.reason))
+            continue
+        except OSError as exc:
+            unreadable.append((label, exc.strerror or str(exc)))
+            continue
+        faces = analyzer.analyze(pixels)
+        if not faces:
+            no_face.append(label)
+            continue
+        face = faces[0]
+        vectors.append(face.embedding)
+        sources.append({"sha256": sha, "box": face.box, "score": face.score})
+        used.append(label)
+    if ((unreadable or no_face) and not skip_bad) or not vectors:
+        raise EnrollImagesError(unreadable, no_face)
+    face_ids = gallery.enroll(
+        subject,
+        np.stack(vectors),
+        sources,
+        metadata=metadata,
+        create_subject=create_subject,
+        model=name,
+        model_version=version,
+    )
+    return EnrollReport(subject, face_ids, used, unreadable, no_face)

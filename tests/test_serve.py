@@ -1,0 +1,492 @@
+"""The REST service in process (fastapi TestClient) with real LFW photos and one analyzer."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from typer.testing import CliRunner
+
+from facesphere.analyzer import FaceAnalyzer
+from facesphere.cli.main import app as cli_app
+from facesphere.cli.serve_cmd import _is_loopback
+from facesphere.gallery import Gallery
+from facesphere.serve.app import CONFIG_ENV, app_from_env, create_app
+from facesphere.serve.keys import KeyStore
+
+GALLERY = "people"
+
+
+def _photo(shared_data: Path, name: str, number: int) -> bytes:
+    return (shared_data / "lfw" / "images" / name / f"{name}_{number:04d}.jpg").read_bytes()
+
+
+def _png(width: int = 96, height: int = 96, value: int = 128) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (value, value, value)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` RGB pixels (and holds almost none)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 16)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve_home")
+
+
+@pytest.fixture(scope="module")
+def keys(home: Path) -> dict[str, str]:
+    store = KeyStore(home / "keys.sqlite")
+    made = {
+        "write": store.create("writer", "write")[1],
+        "read": store.create("reader", "read")[1],
+        "other": store.create("other-gallery", "write", gallery="elsewhere")[1],
+        "own": store.create("own-gallery", "read", gallery=GALLERY)[1],
+        "revoked": store.create("revoked", "write")[1],
+    }
+    store.revoke("revoked")
+    return made
+
+
+@pytest.fixture(scope="module")
+def client(home: Path, analyzer: FaceAnalyzer) -> Iterator[TestClient]:
+    with TestClient(create_app(home=home, analyzer=analyzer)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def photos(shared_data: Path) -> dict[str, bytes]:
+    return {
+        "powell1": _photo(shared_data, "Colin_Powell", 1),
+        "powell2": _photo(shared_data, "Colin_Powell", 2),
+        "powell3": _photo(shared_data, "Colin_Powell", 3),
+        "blair1": _photo(shared_data, "Tony_Blair", 1),
+        "blair2": _photo(shared_data, "Tony_Blair", 2),
+        "chavez": _photo(shared_data, "Hugo_Chavez", 1),
+        "blank": _png(),
+    }
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def upload(data: bytes, name: str = "photo.jpg") -> tuple[str, bytes, str]:
+    return (name, data, "application/octet-stream")
+
+
+# -- service and analysis ---------------------------------------------------------------------
+
+
+def test_health_and_docs(client: TestClient) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/detect", "/v1/embed", "/v1/verify", "/v1/galleries/{name}/identify"):
+        assert path in paths
+
+
+def test_detect(client: TestClient, keys: dict[str, str], photos: dict[str, bytes]) -> None:
+    response = client.post(
+        "/v1/detect", files={"image": upload(photos["powell1"])}, headers=auth(keys["read"])
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == (250, 250)
+    assert len(body["faces"]) == 1
+    x1, y1, x2, y2 = body["faces"][0]["box"]
+    assert 40 < x1 < x2 < 210 and 40 < y1 < y2 < 210
+    assert len(body["faces"][0]["landmarks"]) == 5
+
+
+def test_embed(client: TestClient, keys: dict[str, str], photos: dict[str, bytes]) -> None:
+    response = client.post(
+        "/v1/embed", files={"image": upload(photos["blair1"])}, headers=auth(keys["read"])
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "dlib-resnet" and body["dim"] == 128
+    vector = np.array(body["faces"][0]["embedding"])
+    assert vector.shape == (128,)
+    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
+
+
+def test_no_face_is_an_empty_list(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    for path in ("/v1/detect", "/v1/embed"):
+        response = client.post(
+            path, files={"image": upload(photos["blank"], "blank.png")}, headers=auth(keys["read"])
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["faces"] == []
+
+
+def test_verify(client: TestClient, keys: dict[str, str], photos: dict[str, bytes]) -> None:
+    same = client.post(
+        "/v1/verify",
+        files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])},
+        headers=auth(keys["read"]),
+    )
+    assert same.status_code == 200, same.text
+    body = same.json()
+    assert body["same"] is True and body["similarity"] >= body["threshold"]
+    assert body["faces_a"] == 1 and body["faces_b"] == 1
+    other = client.post(
+        "/v1/verify",
+        files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["chavez"])},
+        headers=auth(keys["read"]),
+    ).json()
+    assert other["same"] is False and other["similarity"] < other["threshold"]
+
+
+def test_verify_errors_name_the_field(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    no_face = client.post(
+        "/v1/verify",
+        files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["blank"])},
+        headers=auth(keys["read"]),
+    )
+    assert no_face.status_code == 422
+    assert no_face.json()["detail"] == "image_b: no face found"
+    broken = client.post(
+        "/v1/verify",
+        files={"image_a": upload(b"not an image"), "image_b": upload(photos["powell1"])},
+        headers=auth(keys["read"]),
+    )
+    assert broken.status_code == 422
+    assert broken.json()["detail"].startswith("image_a: not a recognised image format")
+    missing = client.post(
+        "/v1/verify", files={"image_a": upload(photos["powell1"])}, headers=auth(keys["read"])
+    )
+    assert missing.status_code == 422
+    assert "image_b" in str(missing.json()["detail"])
+
+
+# -- galleries ----------------------------------------------------------------------------------
+
+
+def test_gallery_flow(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes], home: Path
+) -> None:
+    write, read = auth(keys["write"]), auth(keys["read"])
+    base = f"/v1/galleries/{GALLERY}"
+    assert client.put(base, headers=write).status_code == 201
+    assert client.put(base, headers=write).status_code == 200
+    assert GALLERY in client.get("/v1/galleries", headers=read).json()["galleries"]
+
+    created = client.post(
+        f"{base}/subjects",
+        json={"name": "Colin_Powell", "metadata": {"role": "SoS"}},
+        headers=write,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["metadata"] == {"role": "SoS"}
+    form = client.post(f"{base}/subjects", data={"name": "Tony_Blair"}, headers=write)
+    assert form.status_code == 201, form.text
+    duplicate = client.post(f"{base}/subjects", json={"name": "Tony_Blair"}, headers=write)
+    assert duplicate.status_code == 409
+
+    for subject, first, second in (
+        ("Colin_Powell", "powell1", "powell2"),
+        ("Tony_Blair", "blair1", "blair2"),
+    ):
+        enrolled = client.post(
+            f"{base}/subjects/{subject}/faces",
+            files=[
+                ("images", upload(photos[first], f"{first}.jpg")),
+                ("images", upload(photos[second], f"{second}.jpg")),
+            ],
+            headers=write,
+        )
+        assert enrolled.status_code == 201, enrolled.text
+        assert len(enrolled.json()["face_ids"]) == 2
+
+    # One bad photo fails the whole request: nothing of it is stored.
+    refused = client.post(
+        f"{base}/subjects/Tony_Blair/faces",
+        files=[
+            ("images", upload(photos["powell3"], "ok.jpg")),
+            ("images", upload(photos["blank"], "blank.png")),
+            ("images", upload(b"\xff\xd8junk", "junk.jpg")),
+        ],
+        headers=write,
+    )
+    assert refused.status_code == 422
+    detail = refused.json()["detail"]
+    assert detail["no_face"] == ["blank.png"]
+    assert [u["image"] for u in detail["unreadable"]] == ["junk.jpg"]
+
+    subjects = client.get(f"{base}/subjects", headers=read).json()["subjects"]
+    assert {s["name"]: s["faces"] for s in subjects} == {"Colin_Powell": 2, "Tony_Blair": 2}
+    one = client.get(f"{base}/subjects/Colin_Powell", headers=read).json()
+    assert one["faces"] == 2 and len(one["face_list"]) == 2
+
+    found = client.post(
+        f"{base}/identify", files={"image": upload(photos["powell3"])}, headers=read
+    )
+    assert found.status_code == 200, found.text
+    face = found.json()["faces"][0]
+    assert face["identity"] == "Colin_Powell"
+    assert face["matches"][0]["subject"] == "Colin_Powell" and len(face["box"]) == 4
+    stranger = client.post(
+        f"{base}/identify", files={"image": upload(photos["chavez"])}, headers=auth(keys["own"])
+    ).json()
+    assert stranger["faces"][0]["identity"] is None
+    assert stranger["faces"][0]["matches"]  # still ranked, only under the threshold
+    nobody = client.post(f"{base}/identify", files={"image": upload(photos["blank"])}, headers=read)
+    assert nobody.status_code == 200 and nobody.json()["faces"] == []
+
+    removed = client.delete(f"{base}/subjects/Tony_Blair", headers=write)
+    assert removed.status_code == 200 and removed.json()["faces_removed"] == 2
+    assert client.get(f"{base}/subjects/Tony_Blair", headers=read).status_code == 404
+    with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as gallery:
+        assert len(gallery) == 2
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+
+def test_authentication(client: TestClient, keys: dict[str, str]) -> None:
+    files = {"image": upload(b"x")}
+    assert client.post("/v1/detect", files=files).status_code == 401
+    for header in ("Bearer fs_000000000000_nope", "Basic abc", f"Bearer {keys['revoked']}"):
+        response = client.post("/v1/detect", files=files, headers={"Authorization": header})
+        assert response.status_code == 401, header
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/galleries/people/subjects").status_code == 401
+
+
+def test_scopes(client: TestClient, keys: dict[str, str]) -> None:
+    read = auth(keys["read"])
+    assert client.put("/v1/galleries/g2", headers=read).status_code == 403
+    assert (
+        client.post(
+            f"/v1/galleries/{GALLERY}/subjects", json={"name": "x"}, headers=read
+        ).status_code
+        == 403
+    )
+    assert client.delete(f"/v1/galleries/{GALLERY}/subjects/x", headers=read).status_code == 403
+    other = auth(keys["other"])
+    assert client.get(f"/v1/galleries/{GALLERY}/subjects", headers=other).status_code == 403
+    assert client.put(f"/v1/galleries/{GALLERY}", headers=other).status_code == 403
+    own = auth(keys["own"])
+    assert client.put(f"/v1/galleries/{GALLERY}", headers=own).status_code == 403
+    assert client.get("/v1/galleries", headers=other).json()["galleries"] == []
+
+
+def test_not_found_and_bad_names(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    write = auth(keys["write"])
+    assert client.get("/v1/galleries/missing/subjects", headers=write).status_code == 404
+    response = client.post(
+        "/v1/galleries/missing/identify", files={"image": upload(b"x")}, headers=write
+    )
+    assert response.status_code == 404
+    assert "/" not in response.json()["detail"]  # no server paths in messages
+    client.put("/v1/galleries/empty", headers=write)
+    empty = client.post(
+        "/v1/galleries/empty/identify", files={"image": upload(photos["powell1"])}, headers=write
+    )
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["faces"][0]["identity"] is None
+    assert empty.json()["faces"][0]["matches"] == []
+    assert client.get("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
+    assert client.delete("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
+    assert (
+        client.post(
+            "/v1/galleries/empty/subjects/nobody/faces",
+            files={"images": upload(b"x")},
+            headers=write,
+        ).status_code
+        == 404
+    )
+    for bad in ("bad name", "a$b", ".hidden", "..."):
+        response = client.get(f"/v1/galleries/{bad}/subjects", headers=write)
+        assert response.status_code == 422, bad
+    for body in ({"name": ""}, {"name": "a/b"}, {"name": "x", "metadata": [1]}, ["x"]):
+        response = client.post("/v1/galleries/empty/subjects", json=body, headers=write)
+        assert response.status_code == 422, body
+
+
+def test_upload_limit(home: Path, analyzer: FaceAnalyzer, keys: dict[str, str]) -> None:
+    small = TestClient(create_app(home=home, analyzer=analyzer, max_upload_bytes=2000))
+    big = b"\x00" * 5000
+    declared = small.post("/v1/detect", files={"image": upload(big)}, headers=auth(keys["read"]))
+    assert declared.status_code == 413
+    assert "2000 bytes" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
+        for _ in range(10):
+            yield b"\x00" * 500
+
+    streamed = small.post(
+        "/v1/detect",
+        content=chunks(),
+        headers={**auth(keys["read"]), "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert streamed.status_code == 413
+    json_streamed = small.post(
+        f"/v1/galleries/{GALLERY}/subjects",
+        content=(b'{"name": "' + b"a" * 500 + b'"' for _ in range(6)),
+        headers={**auth(keys["write"]), "Content-Type": "application/json"},
+    )
+    assert json_streamed.status_code == 413
+    assert small.get("/health").status_code == 200
+
+
+def test_app_from_env_config(
+    home: Path, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"home": str(home), "max_upload_bytes": 100}))
+    configured = TestClient(app_from_env())  # no lifespan: the analyzer is not built
+    response = configured.post(
+        "/v1/detect", files={"image": upload(b"x" * 200)}, headers=auth(keys["read"])
+    )
+    assert response.status_code == 413
+    assert configured.get("/health").json() == {"status": "ok", "analyzer_loaded": False}
+    # Keys come from the configured home.
+    no_key = configured.get("/v1/galleries", headers=auth(keys["read"]))
+    assert no_key.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("10.1.2.3", False),
+        ("example.org", False),
+    ],
+)
+def test_serve_host_check(host: str, loopback: bool) -> None:
+    assert _is_loopback(host) is loopback
+
+
+def test_serve_cli_help() -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "--workers" in result.output and "127.0.0.1" in result.output
+
+
+class _BrokenAnalyzer:
+    """Fails inside detection, as an unexpected bug would."""
+
+    threshold = 0.9
+
+    def detect(self, image: Any) -> list[Any]:
+        raise RuntimeError("secret internal state /srv/models")
+
+
+def test_internal_errors_hide_details(home: Path, keys: dict[str, str]) -> None:
+    broken = create_app(home=home, analyzer=_BrokenAnalyzer())  # type: ignore[arg-type]
+    with TestClient(broken, raise_server_exceptions=False) as test_client:
+        response = test_client.post(
+            "/v1/detect", files={"image": upload(_png())}, headers=auth(keys["read"])
+        )
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error"}
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+# -- malformed uploads ------------------------------------------------------------------------
+
+
+def _noise_png() -> bytes:
+    """A PNG of random pixels: its pixel data is nearly all of the file."""
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(shared_data: Path) -> bytes:
+    return _photo(shared_data, "Colin_Powell", 1)
+
+
+def test_huge_declared_dimensions(client: TestClient, keys: dict[str, str]) -> None:
+    for width, height in ((100_000, 100_000), (2**31 - 1, 1), (5000, 5000)):
+        response = client.post(
+            "/v1/detect",
+            files={"image": upload(_png_header(width, height), "huge.png")},
+            headers=auth(keys["read"]),
+        )
+        assert response.status_code == 422, (width, height, response.text)
+        assert response.json()["detail"].startswith("image: ")
+
+
+_SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@_SETTINGS
+@given(data=st.binary(min_size=0, max_size=3000))
+def test_random_bytes_are_refused(client: TestClient, keys: dict[str, str], data: bytes) -> None:
+    response = client.post("/v1/detect", files={"image": upload(data)}, headers=auth(keys["read"]))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("image: ")
+
+
+@_SETTINGS
+@given(cut=st.floats(min_value=0.0, max_value=0.97), kind=st.sampled_from(["jpeg", "png"]))
+def test_truncated_images_are_refused(
+    client: TestClient, keys: dict[str, str], shared_data: Path, cut: float, kind: str
+) -> None:
+    whole = _jpeg(shared_data) if kind == "jpeg" else _noise_png()
+    data = whole[: int(len(whole) * cut)]
+    response = client.post("/v1/detect", files={"image": upload(data)}, headers=auth(keys["read"]))
+    assert response.status_code == 422, (kind, cut, response.text)
+
+
+@_SETTINGS
+@given(
+    position=st.integers(min_value=0, max_value=400),
+    junk=st.binary(min_size=1, max_size=16),
+)
+def test_corrupted_headers_never_fail_the_server(
+    client: TestClient, keys: dict[str, str], position: int, junk: bytes
+) -> None:
+    whole = bytearray(_png(32, 32, 90))
+    whole[position : position + len(junk)] = junk
+    response = client.post(
+        "/v1/detect", files={"image": upload(bytes(whole))}, headers=auth(keys["read"])
+    )
+    assert 200 <= response.status_code < 500, response.text
+    if response.status_code == 200:
+        assert response.json()["faces"] == []
