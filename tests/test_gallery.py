@@ -25,6 +25,7 @@ from facesphere.gallery import (
     GalleryExistsError,
     GalleryNotFoundError,
     ModelMismatchError,
+    SubjectExistsError,
     SubjectNotFoundError,
 )
 
@@ -184,6 +185,12 @@ def test_enroll_validation_and_metadata(gallery: Gallery, rng) -> None:
         with pytest.raises(GalleryError, match=message):
             gallery.enroll(**kwargs)
     assert [s.name for s in gallery.subjects()] == ["ada"] and len(gallery) == 3
+    bob = gallery.add_subject("bob", {"x": 1})
+    assert (bob.name, bob.metadata, bob.face_count) == ("bob", {"x": 1}, 0)
+    with pytest.raises(SubjectExistsError):
+        gallery.add_subject("ada")
+    gallery.enroll("bob", unit(rng, 1), create_subject=False)
+    assert gallery.subject("bob").face_count == 1 and gallery.subject("ada").face_count == 3
 
 
 def test_model_mismatch_refused(gallery: Gallery, rng) -> None:

@@ -15,6 +15,7 @@ from facesphere.analyzer import (
     Verification,
     verify,
 )
+from facesphere.gallery import Gallery, enroll_images
 from facesphere.io.image import ImageError, load_image
 
 __version__ = "0.1.0"
@@ -23,10 +24,12 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "Face",
     "FaceAnalyzer",
+    "Gallery",
     "ImageError",
     "NoFaceError",
     "Verification",
     "__version__",
+    "enroll_images",
     "load_image",
     "verify",
 ]

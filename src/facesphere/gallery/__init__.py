@@ -13,6 +13,7 @@ from facesphere.gallery.errors import (
     GalleryExistsError,
     GalleryNotFoundError,
     ModelMismatchError,
+    SubjectExistsError,
     SubjectNotFoundError,
 )
 from facesphere.gallery.index import HNSW_MIN_FACES, FaceIndex
@@ -32,6 +33,7 @@ __all__ = [
     "Match",
     "ModelMismatchError",
     "Subject",
+    "SubjectExistsError",
     "SubjectNotFoundError",
     "enroll_images",
 ]

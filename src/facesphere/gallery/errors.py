@@ -23,6 +23,10 @@ class SubjectNotFoundError(GalleryError):
     """No subject of that name in the gallery."""
 
 
+class SubjectExistsError(GalleryError):
+    """`add_subject` found a subject of that name already."""
+
+
 class EnrollImagesError(GalleryError):
     """Some images of an enrollment request were unreadable or held no face.
 

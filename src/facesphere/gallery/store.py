@@ -28,6 +28,7 @@ from facesphere.gallery.errors import (
     GalleryExistsError,
     GalleryNotFoundError,
     ModelMismatchError,
+    SubjectExistsError,
     SubjectNotFoundError,
 )
 from facesphere.gallery.index import FaceIndex
@@ -407,6 +408,18 @@ class Gallery:
                 after = self._generation(conn)
             self._after_write(before, after, added=(np.array(ids, np.int64), vectors))
         return ids
+
+    def add_subject(self, name: str, metadata: Mapping[str, Any] | None = None) -> Subject:
+        """Create a subject without faces (SubjectExistsError if the name is taken)."""
+        if not isinstance(name, str) or not name.strip():
+            raise GalleryError("the subject name must be a non-empty string")
+        meta = self._check_metadata(metadata)
+        with self._lock:
+            with self._transaction(write=True) as conn:
+                if conn.execute("SELECT 1 FROM subjects WHERE name = ?", (name,)).fetchone():
+                    raise SubjectExistsError(f"subject {name!r} already exists")
+                self._subject_for_write(conn, name, meta, create=True)
+            return self.subject(name)
 
     @staticmethod
     def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from facesphere.gallery import (
     GalleryNotFoundError,
     ModelMismatchError,
     Subject,
+    SubjectExistsError,
     SubjectNotFoundError,
 )
 from facesphere.gallery.enroll import image_sha256, model_of
@@ -224,22 +225,9 @@ def _check_metadata(metadata: Any) -> dict[str, Any] | None:
 def _add_subject(gallery: Gallery, name: str, metadata: dict[str, Any] | None) -> Subject:
     """Create a subject without faces (409 if the name is taken)."""
     try:
-        gallery.subject(name)
-    except SubjectNotFoundError:
-        pass
-    else:
-        raise _error(409, f"subject {name!r} already exists")
-    add_subject = getattr(gallery, "add_subject", None)
-    if add_subject is not None:
-        return add_subject(name, metadata)
-    # Until the gallery offers `add_subject`: the same insert its enroll does, in one write
-    # transaction that also checks the name again (another process may have taken it).
-    with gallery._lock, gallery._transaction(write=True) as conn:
-        taken = conn.execute("SELECT 1 FROM subjects WHERE name = ?", (name,)).fetchone()
-        if taken:
-            raise _error(409, f"subject {name!r} already exists")
-        Gallery._subject_for_write(conn, name, metadata, True)
-    return gallery.subject(name)
+        return gallery.add_subject(name, metadata)
+    except SubjectExistsError as exc:
+        raise _error(409, f"subject {name!r} already exists") from exc
 
 
 def _face_json(face: Face, embedding: bool = False) -> dict[str, Any]:
