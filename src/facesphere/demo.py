@@ -25,13 +25,14 @@ def demo_photos() -> dict[str, np.ndarray]:
 
 
 def variants(image: np.ndarray) -> dict[str, np.ndarray]:
-    """The same photo mirrored, rescaled to 60% and rotated by 10 degrees."""
+    """The same photo mirrored, rescaled to 150% and rotated by 10 degrees."""
     pil = Image.fromarray(image)
-    small = pil.resize((round(pil.width * 0.6), round(pil.height * 0.6)), Image.Resampling.LANCZOS)
+    size = (round(pil.width * 1.5), round(pil.height * 1.5))
+    larger = pil.resize(size, Image.Resampling.LANCZOS)
     rotated = pil.rotate(10, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=(0, 0, 0))
     return {
         "flip": image[:, ::-1].copy(),
-        "rescale": np.asarray(small),
+        "rescale": np.asarray(larger),
         "rotate": np.asarray(rotated),
     }
 
