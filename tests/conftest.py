@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from facesphere.io.data import data_dir
 
@@ -14,3 +16,19 @@ def shared_data() -> Path:
     if not (root / "lfw" / "pairs.txt").is_file():
         pytest.fail(f"shared data not found at {root}; set FACESPHERE_DATA")
     return root
+
+
+@pytest.fixture()
+def blank(tmp_path: Path) -> Path:
+    """A uniform grey PNG: a readable image without a face."""
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((120, 160, 3), 200, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture()
+def corrupt(tmp_path: Path) -> Path:
+    """A file that starts like a JPEG and is not one."""
+    path = tmp_path / "corrupt.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    return path

@@ -25,20 +25,6 @@ def photos(shared_data: Path) -> dict[str, Path]:
     }
 
 
-@pytest.fixture()
-def blank(tmp_path: Path) -> Path:
-    path = tmp_path / "blank.png"
-    Image.fromarray(np.full((120, 160, 3), 200, np.uint8)).save(path)
-    return path
-
-
-@pytest.fixture()
-def corrupt(tmp_path: Path) -> Path:
-    path = tmp_path / "corrupt.jpg"
-    path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    return path
-
-
 def test_detect_json_and_draw(photos: dict[str, Path], tmp_path: Path) -> None:
     drawn = tmp_path / "drawn.jpg"
     result = runner.invoke(app, ["detect", str(photos["jolie"]), "--json", "--draw", str(drawn)])

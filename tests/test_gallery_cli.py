@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from facesphere.cli.common import EXIT_BAD_INPUT, EXIT_NO_FACE
@@ -56,20 +55,6 @@ def enrolled(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)
         assert len(report["face_ids"]) == len(photos) and report["no_face"] == []
-    return path
-
-
-@pytest.fixture()
-def blank(tmp_path: Path) -> Path:
-    path = tmp_path / "blank.png"
-    Image.fromarray(np.full((120, 160, 3), 200, np.uint8)).save(path)
-    return path
-
-
-@pytest.fixture()
-def corrupt(tmp_path: Path) -> Path:
-    path = tmp_path / "corrupt.jpg"
-    path.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     return path
 
 

@@ -213,7 +213,11 @@ class FaceAnalyzer:
         image = self.load(img)
         if faces is None:
             faces = self.detect(image)
-        vectors = self.embed_chips(self.align(image, faces))
+        return self._attach_embeddings(faces, self.align(image, faces))
+
+    def _attach_embeddings(self, faces: list[Face], chips: np.ndarray) -> np.ndarray:
+        """Embed the aligned `chips` of `faces` and store each vector on its face."""
+        vectors = self.embed_chips(chips)
         for face, vector in zip(faces, vectors):
             face.embedding = vector
         return vectors
@@ -240,10 +244,8 @@ class FaceAnalyzer:
                 faces = [self.centre_face(image)]
             per_image.append(faces)
             chips.append(self.align(image, faces))
-        vectors = self.embed_chips(np.concatenate(chips))
         flat = [face for faces in per_image for face in faces]
-        for face, vector in zip(flat, vectors):
-            face.embedding = vector
+        self._attach_embeddings(flat, np.concatenate(chips))
         return per_image
 
     # -- comparison --------------------------------------------------------------------------
