@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all lint bench-env bench-lfw clean
+.PHONY: demo test test-all test-cuda lint bench-env bench-lfw clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# every test that runs without a GPU, the slow ones included
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest -m "not cuda"
+
+# the CUDA path (tests/test_cuda.py), on a machine with a GPU and a CUDA build of torch
+test-cuda: $(STAMP)
+	$(BIN)/python -m pytest -m cuda
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -83,8 +83,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
 
-    import dlib
-    import onnxruntime as ort
     import torch
 
     from facesphere.pretrained.dlib_mmod import TorchMMODDetector
@@ -99,7 +97,10 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {"embed_faces_per_s": {}, "detect_images_per_s": {}}
     emb = results["embed_faces_per_s"]
 
-    if args.device == "cpu":
+    if args.device == "cpu":  # dlib (and our ONNX run) are CPU-only
+        import dlib
+        import onnxruntime as ort
+
         rec = dlib.face_recognition_model_v1(str(dlib_model_path("resnet")))
         emb["dlib"] = rate(lambda: [rec.compute_face_descriptor(c) for c in few], len(few))
     t1 = TorchDlibRecognizer(args.device, batch_size=1)
