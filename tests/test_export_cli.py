@@ -85,6 +85,29 @@ def test_analyzer_with_exported_recognizer_embeds_lfw_photo(
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
 
 
+def test_thunder_landmarks_align_exported_recognizer(exported: Path, shared_data: Path) -> None:
+    """The bundled ThunderNet's own five points feed the standard 112x112 alignment."""
+    from facesphere.align.templates import dlib5_to_standard5
+    from facesphere.analyzer import FaceAnalyzer
+
+    analyzer = FaceAnalyzer(detector="thunder", recognizer=str(exported))
+    image = analyzer.load(
+        shared_data / "lfw" / "images" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
+    )
+    faces = analyzer.detect(image)
+    assert faces and faces[0].landmark_scheme == "standard5"
+    own = {tuple(d.box.round(2)): pts for d, pts in analyzer.detector.detect_with_landmarks(image)}
+    np.testing.assert_array_equal(faces[0].landmarks, own[tuple(faces[0].box.round(2))])
+    # the detector's eye centres agree with the shape predictor's on this photo
+    reference = dlib5_to_standard5(analyzer.landmarker.predict(image, faces[0].box[None])[0])
+    iod = float(np.linalg.norm(reference[0] - reference[1]))
+    eye_error = np.linalg.norm(faces[0].landmarks[:2] - reference[:2], axis=1)
+    assert eye_error.max() < 0.2 * iod, eye_error / iod
+    assert analyzer.align(image, faces[:1]).shape == (1, 112, 112, 3)
+    vector = analyzer.embed(image, faces[:1])
+    assert vector.shape == (1, DIM)
+
+
 @pytest.mark.slow  # tracing + TorchScript load: ~15 s on a loaded 2-core machine
 def test_cli_exports_checkpoint_to_torchscript(checkpoint: Path, tmp_path: Path) -> None:
     from facesphere.cli.main import app

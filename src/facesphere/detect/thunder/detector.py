@@ -95,8 +95,9 @@ class ThunderDetector:
         prob = torch.sigmoid(score)
         keep = prob >= self.score_threshold
         rois, prob, box_d, lm_d = rois[keep], prob[keep], box_d[keep], lm_d[keep]
+        # landmark offsets are learnt relative to the RoI, not to the refined box
+        points = landmarks_from_offsets(lm_d, rois[:, 1:])
         boxes = clip_boxes(decode_boxes(box_d, rois[:, 1:]), self.size, self.size)
-        points = landmarks_from_offsets(lm_d, boxes)
         order = nms(boxes, prob, self.nms_iou)
         out = []
         for i in order.tolist():

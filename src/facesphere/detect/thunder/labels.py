@@ -2,7 +2,9 @@
 
 The pretrained MMOD detector (torch engine) finds the faces of every celeba299 and ORL photo
 and dlib's 5-point shape predictor places eye corners and the nose base on each box; these
-become standard-5 points (eye centres, nose; mouth corners unknown, stored as ``None``).
+become standard-5 points: the eye centres (midpoints of the corner pairs) only. dlib's nose
+base sits below the standard nose tip, so the nose is left unknown like the mouth corners
+(stored as ``None``, masked out of the landmark loss); landmarks5 crops supervise those.
 LFW is never read here. Held-out splits are fixed by identity (see :func:`is_held_out`).
 """
 
@@ -92,6 +94,7 @@ def label_photos(
                 points = landmarker.predict(image, boxes)
                 for det, pts in zip(found, points, strict=True):
                     std5 = dlib5_to_standard5(pts).astype(np.float32)
+                    std5[2] = np.nan  # the nose base is not the nose tip
                     item.faces.append(FaceLabel(det.box.astype(np.float32), std5, det.score))
             labels.append(item)
     return labels
