@@ -286,6 +286,40 @@ def test_authentication(client: TestClient, keys: dict[str, str]) -> None:
     assert client.get("/v1/galleries/people/subjects").status_code == 401
 
 
+def test_unauthenticated_upload_is_refused_before_its_body_is_read(client: TestClient) -> None:
+    import asyncio
+
+    reads: list[int] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        reads.append(1)
+        return {"type": "http.request", "body": b"--x\r\n" * 200, "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    for headers in ([], [(b"authorization", b"Bearer fs_000000000000_nope")]):
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/detect",
+            "raw_path": b"/v1/detect",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"multipart/form-data; boundary=x"), *headers],
+            "client": ("127.0.0.1", 5000),
+            "server": ("testserver", 80),
+        }
+        sent.clear()
+        asyncio.run(client.app(scope, receive, send))
+        assert sent[0]["status"] == 401 and (b"www-authenticate", b"Bearer") in sent[0]["headers"]
+    assert reads == []
+
+
 def test_scopes(client: TestClient, keys: dict[str, str]) -> None:
     read = auth(keys["read"])
     assert client.put("/v1/galleries/g2", headers=read).status_code == 403

@@ -40,7 +40,7 @@ from facesphere.gallery.enroll import image_sha256, model_of
 from facesphere.io.image import ImageError, load_image
 from facesphere.paths import facesphere_home
 from facesphere.serve.keys import ApiKey, KeyStore, valid_gallery_name
-from facesphere.serve.limits import BodySizeLimit
+from facesphere.serve.limits import BodySizeLimit, KeyGate
 
 if TYPE_CHECKING:
     from facesphere.analyzer import Face, FaceAnalyzer
@@ -280,6 +280,7 @@ def create_app(
     )
     app.state.service = state
     app.add_middleware(BodySizeLimit, max_bytes=state.max_upload_bytes)
+    app.add_middleware(KeyGate, authenticate=state.keys.authenticate)  # outermost: runs first
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

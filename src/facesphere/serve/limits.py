@@ -1,11 +1,14 @@
-"""ASGI middleware refusing request bodies over a size limit with 413, by Content-Length and by
-counting the bytes actually received (chunked uploads declare no length)."""
+"""ASGI middleware that answers before the app reads a request body: 401 for a request to a
+keyed path without a valid API key, 413 for a body over the size limit (by Content-Length and
+by counting the bytes actually received: chunked uploads declare no length)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from starlette.concurrency import run_in_threadpool
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -17,7 +20,12 @@ class BodyTooLargeError(Exception):
     """Raised from `receive` once a request body passes the limit."""
 
 
-async def send_json(send: Send, status: int, detail: str) -> None:
+_BEARER = [(b"www-authenticate", b"Bearer")]
+
+
+async def send_json(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """Send a whole `{"detail": ...}` JSON response."""
     body = json.dumps({"detail": detail}).encode()
     await send(
@@ -28,10 +36,42 @@ async def send_json(send: Send, status: int, detail: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class KeyGate:
+    """Answer 401 to requests under `prefix` whose bearer key `authenticate` rejects, without
+    reading their body (FastAPI parses an upload before its dependencies check the key).
+
+    The endpoints still check the key's scope and gallery themselves.
+    """
+
+    def __init__(
+        self, app: ASGIApp, authenticate: Callable[[str], object], prefix: str = "/v1/"
+    ) -> None:
+        self.app = app
+        self.authenticate = authenticate
+        self.prefix = prefix
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        header = next(
+            (v for k, v in scope.get("headers", []) if k.lower() == b"authorization"), b""
+        )
+        kind, _, token = header.decode("latin-1").partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            await send_json(send, 401, "missing API key (Authorization: Bearer <key>)", _BEARER)
+            return
+        if await run_in_threadpool(self.authenticate, token.strip()) is None:
+            await send_json(send, 401, "invalid or revoked API key", _BEARER)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:
