@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from facesphere.cli.main import app
 from facesphere.cluster import (
+    DEFAULT_CLUSTER_THRESHOLDS,
     average_linkage,
     chinese_whispers,
     cluster_embeddings,
@@ -103,6 +104,16 @@ def test_average_linkage_resists_chaining() -> None:
         cluster_embeddings(path, 0.9, method="kmeans")
 
 
+def test_default_thresholds_are_per_method() -> None:
+    # two unit vectors at cosine 0.94: over average's default (0.93), under Chinese whispers'
+    angle = np.arccos(0.94)
+    pair = np.array([[1.0, 0.0], [np.cos(angle), np.sin(angle)]])
+    assert DEFAULT_CLUSTER_THRESHOLDS == {"average": 0.93, "chinese-whispers": 0.95}
+    assert len(set(cluster_embeddings(pair))) == 1
+    assert len(set(cluster_embeddings(pair, method="chinese-whispers"))) == 2
+    assert len(set(cluster_embeddings(pair, threshold=0.95))) == 2
+
+
 PEOPLE = ["Colin_Powell", "George_W_Bush", "Serena_Williams"]
 
 
@@ -125,6 +136,7 @@ def test_cluster_cli_on_lfw(shared_data: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert report["images"] == 14 and report["faces"] == 12
+    assert report["threshold"] == DEFAULT_CLUSTER_THRESHOLDS["average"]
     assert report["no_face"] == [str(photos / "blank.png")]
     assert [row["path"] for row in report["unreadable"]] == [str(photos / "broken.jpg")]
     members = [(m["path"], c["id"]) for c in report["clusters"] for m in c["members"]]
