@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from facesphere.cli.common import EXIT_FAILURE, fail, print_json
+from facesphere.cli.common import EXIT_FAILURE, DetectorOption, fail, print_json
 
 
 def train(
@@ -50,7 +50,7 @@ def prepare(
     out: Path = typer.Argument(..., help="Output folder for shards and manifest.json."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     shard_mb: int = typer.Option(256, "--shard-mb", min=1, help="Target shard size in MiB."),
-    detector: str = typer.Option("hog", "--detector", "-d", help="Face detector: hog or cnn."),
+    detector: str = DetectorOption,
     upsample: int | None = typer.Option(None, "--upsample", min=0, max=4),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N identities."),
     template: str = typer.Option(

@@ -88,7 +88,7 @@ def prepare(
     out: str | Path,
     workers: int = 1,
     shard_bytes: int = 256 << 20,
-    detector: str = "hog",
+    detector: str = "cnn",
     upsample: int | None = None,
     progress: bool = True,
     limit_identities: int | None = None,
