@@ -68,7 +68,7 @@ def test_fine_tune_dlib_resnet_and_use_the_export(shared_data: Path, tmp_path: P
     manifest = prepare(src, shards, progress=False, template="dlib150")
     assert manifest["template"] == "dlib150" and manifest["counts"]["images"] >= 6
     # The prepared crop is the chip the analyzer itself aligns for dlib's recogniser.
-    analyzer = FaceAnalyzer(detector="hog")  # what prepare uses
+    analyzer = FaceAnalyzer()  # the default detector, as prepare uses
     first = sorted((src / sorted(p.name for p in src.iterdir())[0]).iterdir())[0]
     image = analyzer.load(str(first))
     chip = analyzer.align(image, analyzer.detect(image)[:1])[0]
