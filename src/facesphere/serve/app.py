@@ -68,8 +68,7 @@ _GALLERY_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _error(status: int, detail: str) -> HTTPException:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return HTTPException(status_code=status, detail=detail, headers=headers)
+    return HTTPException(status_code=status, detail=detail)
 
 
 class _AnalyzerHolder:
@@ -293,13 +292,11 @@ def create_app(
         auto_error=False, bearerFormat="fs_<id>_<secret>", description="An API key."
     )
 
-    def api_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey:
-        if credentials is None:
-            raise _error(401, "missing API key (Authorization: Bearer <key>)")
-        key = state.keys.authenticate(credentials.credentials)
-        if key is None:
-            raise _error(401, "invalid or revoked API key")
-        return key
+    def api_key(
+        request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> ApiKey:
+        # KeyGate authenticated it before the body was read; `bearer` documents the scheme
+        return request.state.api_key
 
     def gallery_name(name: str) -> str:
         if not valid_gallery_name(name):

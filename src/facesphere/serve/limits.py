@@ -45,9 +45,9 @@ async def send_json(
 
 class KeyGate:
     """Answer 401 to requests under `prefix` whose bearer key `authenticate` rejects, without
-    reading their body (FastAPI parses an upload before its dependencies check the key).
-
-    The endpoints still check the key's scope and gallery themselves.
+    reading their body (FastAPI parses an upload before its dependencies run). An accepted
+    key is left in the request state (`request.state.api_key`); the endpoints check its scope
+    and gallery themselves.
     """
 
     def __init__(
@@ -68,9 +68,11 @@ class KeyGate:
         if kind.lower() != "bearer" or not token.strip():
             await send_json(send, 401, "missing API key (Authorization: Bearer <key>)", _BEARER)
             return
-        if await run_in_threadpool(self.authenticate, token.strip()) is None:
+        key = await run_in_threadpool(self.authenticate, token.strip())
+        if key is None:
             await send_json(send, 401, "invalid or revoked API key", _BEARER)
             return
+        scope.setdefault("state", {})["api_key"] = key  # request.state.api_key in the app
         await self.app(scope, receive, send)
 
 
