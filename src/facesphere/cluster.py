@@ -150,8 +150,12 @@ def cluster_embeddings(
     except KeyError:
         known = ", ".join(METHODS)
         raise ValueError(f"unknown clustering method {method!r}; known: {known}") from None
-    cut = DEFAULT_CLUSTER_THRESHOLDS[method] if threshold is None else threshold
-    return algorithm(embeddings, cut)
+    return algorithm(embeddings, cluster_threshold(method, threshold))
+
+
+def cluster_threshold(method: str, threshold: float | None = None) -> float:
+    """`threshold`, or the default of `method` when it is None."""
+    return DEFAULT_CLUSTER_THRESHOLDS[method] if threshold is None else float(threshold)
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:

@@ -111,7 +111,7 @@ def cluster(
     import numpy as np
 
     from facesphere.batch import analyze_files, iter_image_files
-    from facesphere.cluster import DEFAULT_CLUSTER_THRESHOLDS, METHODS, cluster_embeddings
+    from facesphere.cluster import METHODS, cluster_embeddings, cluster_threshold
 
     if method not in METHODS:
         fail(f"unknown --method {method!r}; known: {', '.join(METHODS)}")
@@ -122,7 +122,7 @@ def cluster(
     files = iter_image_files([folder])
     if not files:
         fail(f"no image files in {folder}")
-    cut = DEFAULT_CLUSTER_THRESHOLDS[method] if threshold is None else threshold
+    cut = cluster_threshold(method, threshold)
     analyzer = build_analyzer(detector, engine, upsample)
     items: list[dict[str, Any]] = []
     vectors = []
