@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facesphere.analyzer import FaceAnalyzer
 from facesphere.eval.metrics import auc, best_threshold, eer, kfold_accuracy, roc_curve, tar_at_far
 from facesphere.eval.pairs import sample_pairs
 from facesphere.io.data import data_dir
-from facesphere.models.recognizers import l2_normalize
+from facesphere.pipeline.analyzer import FaceAnalyzer
+from facesphere.recognize.base import l2_normalize
 
 _analyzer: FaceAnalyzer | None = None
 

@@ -22,15 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from facesphere.analyzer import DEFAULT_THRESHOLD, FaceAnalyzer
-from facesphere.batch import analyze_files, iter_image_files
-from facesphere.cluster import (
-    DEFAULT_CLUSTER_THRESHOLDS,
-    METHODS,
-    cluster_embeddings,
-    pairwise_scores,
-)
+from facesphere.cluster import cluster_embeddings, list_cluster_methods, pairwise_scores
 from facesphere.io.data import data_dir
+from facesphere.io.files import iter_image_files
+from facesphere.pipeline.analyzer import FaceAnalyzer
+from facesphere.pipeline.runner import analyze_files
+from facesphere.pretrained.cards import DLIB_RESNET
 
 
 def photo_list(limit: int | None, half: str = "all") -> tuple[list[str], list[str]]:
@@ -82,12 +79,13 @@ def main() -> None:
         "--thresholds",
         type=float,
         nargs="+",
-        default=sorted({DEFAULT_THRESHOLD, 0.92, *DEFAULT_CLUSTER_THRESHOLDS.values()}),
+        default=sorted({0.92, *(t.value for t in DLIB_RESNET.thresholds.values())}),
     )
     parser.add_argument("--half", choices=["all", "even", "odd"], default="all")
     parser.add_argument("--workers", type=int, default=None, help="embedding processes")
     parser.add_argument("--cache", type=Path, default=Path("out/bench/celeba299_embeddings.npz"))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    methods = list_cluster_methods()
+    parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 

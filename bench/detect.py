@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from facesphere.detect import create_detector
-from facesphere.detect.thunder.data import SceneMaker, box_from_eyes, load_landmarks5
-from facesphere.detect.thunder.labels import load_labels, read_rgb
 from facesphere.io.data import data_dir
+from facesphere.train.thunder.data import SceneMaker, box_from_eyes, load_landmarks5
+from facesphere.train.thunder.labels import load_labels, read_rgb
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -99,10 +99,10 @@ def landmark_nme(detector, crops, geometry) -> tuple[float, int, int]:
         img = np.pad(read_rgb(data_dir() / crop.path), ((40, 40), (40, 40), (0, 0)), mode="edge")
         pts = crop.points + 40
         ref = box_from_eyes(pts, geometry)
-        found = detector.detect_with_landmarks(img)
+        found = detector.detect(img)
         if not found:
             continue
-        boxes = np.stack([d.box for d, _ in found])
+        boxes = np.stack([d.box for d in found])
         iou = iou_matrix(ref[None], boxes)[0]
         j = int(np.argmax(iou))
         if iou[j] < 0.3:

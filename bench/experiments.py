@@ -66,13 +66,13 @@ def embed(model: Any, images: np.ndarray, flip: bool, batch: int = 64) -> np.nda
     """Unit embeddings of uint8 crops (N, 112, 112, 3), summed with their mirror images."""
     import torch
 
-    from facesphere.train.augment import MEAN, STD
+    from facesphere.cards import TRAINING_NORMALIZATION
 
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            chips = torch.from_numpy(images[start : start + batch])
-            x = (chips.permute(0, 3, 1, 2).float() - MEAN) / STD
+            chips = TRAINING_NORMALIZATION.apply(images[start : start + batch])
+            x = torch.from_numpy(chips).permute(0, 3, 1, 2)
             emb = model(x)
             if flip:
                 emb = emb + model(x.flip(3))
@@ -105,8 +105,8 @@ def run_head(config: dict[str, Any], lfw_cache: str, threads: int, flip: bool) -
     import torch
 
     torch.set_num_threads(threads)
+    from facesphere.models.checkpoint import load_backbone
     from facesphere.train.config import config_from_dict
-    from facesphere.train.export import load_exportable
     from facesphere.train.trainer import train
 
     output = Path(config["output"])
@@ -115,7 +115,7 @@ def run_head(config: dict[str, Any], lfw_cache: str, threads: int, flip: bool) -
     if trained:
         train(config_from_dict(config))
     train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    model, _ = load_exportable(output / "model.pt")
+    model, _ = load_backbone(output / "model.pt")
     with np.load(lfw_cache) as blob:
         lfw = {key: blob[key] for key in blob.files}
     wall, cpu = time.perf_counter(), time.process_time()

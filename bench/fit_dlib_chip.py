@@ -19,7 +19,8 @@ from scipy.optimize import least_squares
 from facesphere.align import DLIB_150, estimate_similarity, transform_points
 from facesphere.io.data import data_dir
 from facesphere.io.image import load_image
-from facesphere.pretrained.files import dlib_model_path
+from facesphere.pretrained.cards import DLIB_SHAPE5
+from facesphere.pretrained.files import card_file
 
 SIZE, PADDING = 150, 0.25
 
@@ -33,7 +34,7 @@ def rotate(centre: np.ndarray, point: tuple[float, float], angle: float) -> np.n
 def sample_faces(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(landmarks, dlib chip corners in the image) for `count` celeba299 faces."""
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(dlib_model_path("shape5")))
+    predictor = dlib.shape_predictor(str(card_file(DLIB_SHAPE5)))
     files = sorted((data_dir() / "celeba299").glob("*/*.jpg"))[::50]
     samples = []
     for path in files:

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facesphere.analyzer import Face, FaceAnalyzer
 from facesphere.eval.metrics import auc, kfold_accuracy, roc_curve, tar_at_far
 from facesphere.eval.pairs import first_per_fold, read_lfw_pairs
 from facesphere.eval.verification import evaluate_pairs
 from facesphere.io.data import data_dir
 from facesphere.io.image import load_image
+from facesphere.pipeline.analyzer import Face, FaceAnalyzer
 
 
 def stage_times_ours(paths: list[Path], config: dict) -> dict[str, float]:

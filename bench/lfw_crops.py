@@ -32,7 +32,7 @@ def crop_images(paths: list[Path], mode: str, fraction: float = 0.5) -> np.ndarr
     if mode != "aligned":
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     from facesphere.align.templates import STANDARD_112, align_face, dlib5_to_standard5
-    from facesphere.analyzer import FaceAnalyzer
+    from facesphere.pipeline.analyzer import FaceAnalyzer
 
     analyzer = FaceAnalyzer(detector="hog")
     crops = []

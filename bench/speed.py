@@ -85,10 +85,11 @@ def main() -> None:
 
     import torch
 
-    from facesphere.pretrained.dlib_mmod import TorchMMODDetector
-    from facesphere.pretrained.dlib_resnet import TorchDlibRecognizer
-    from facesphere.pretrained.export import export_onnx
-    from facesphere.pretrained.files import dlib_model_path
+    from facesphere.detect.mmod import MMODDetector
+    from facesphere.export import export_model
+    from facesphere.pretrained.cards import DLIB_MMOD, DLIB_RESNET
+    from facesphere.pretrained.files import card_file
+    from facesphere.recognize.dlib_resnet import DlibResNetRecognizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,30 +102,30 @@ def main() -> None:
         import dlib
         import onnxruntime as ort
 
-        rec = dlib.face_recognition_model_v1(str(dlib_model_path("resnet")))
+        rec = dlib.face_recognition_model_v1(str(card_file(DLIB_RESNET)))
         emb["dlib"] = rate(lambda: [rec.compute_face_descriptor(c) for c in few], len(few))
-    t1 = TorchDlibRecognizer(args.device, batch_size=1)
+    t1 = DlibResNetRecognizer(device=args.device, batch_size=1)
     emb["torch_b1"] = rate(lambda: t1.embed_chips(few), len(few))
-    t32 = TorchDlibRecognizer(args.device, batch_size=32)
+    t32 = DlibResNetRecognizer(device=args.device, batch_size=32)
     emb["torch_b32"] = rate(lambda: t32.embed_chips(faces), len(faces))
     if args.device == "cpu":
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx("dlib-resnet", Path(tmp) / "resnet.onnx")
+            path = export_model("dlib-resnet", Path(tmp) / "resnet.onnx")
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         x = faces.transpose(0, 3, 1, 2).astype(np.float32)
 
         def run_onnx() -> None:
             for s in range(0, len(x), 32):
-                sess.run(None, {"chips": x[s : s + 32]})
+                sess.run(None, {"input": x[s : s + 32]})
 
         emb["onnx_b32"] = rate(run_onnx, len(faces))
 
     imgs = scenes(args.images)
     det = results["detect_images_per_s"]
     if args.device == "cpu":
-        cnn = dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod")))
+        cnn = dlib.cnn_face_detection_model_v1(str(card_file(DLIB_MMOD)))
         det["dlib_cnn"] = rate(lambda: [cnn(im, 0) for im in imgs[:2]], min(2, len(imgs)))
-    tdet = TorchMMODDetector(args.device)
+    tdet = MMODDetector(device=args.device)
     det["torch_cnn"] = rate(lambda: [tdet.detect(im) for im in imgs], len(imgs))
 
     print(f"device={args.device} torch_threads={torch.get_num_threads()}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from facesphere.errors import ConfigError
 from facesphere.models.backbones import (
     BACKBONES,
     create_backbone,
@@ -105,7 +106,7 @@ def test_efficientnet_compound_scaling(phi: int) -> None:
 def test_forward_backward(name: str) -> None:
     model = create_backbone(name, embedding_dim=128)
     assert model.embedding_dim == 128
-    h, w = model.input_size
+    w, h = model.input_size
     x = torch.randn(2, 3, h, w)
     features = model.forward_features(x)
     assert features.ndim == 4 and features.shape[0] == 2
@@ -133,7 +134,7 @@ def test_other_input_size(name: str) -> None:
 
 
 def test_unknown_backbone_lists_known_names() -> None:
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(ConfigError) as info:
         create_backbone("resnet9000")
     message = str(info.value)
     assert "resnet9000" in message and "iresnet50" in message and "vit_t" in message
@@ -232,7 +233,9 @@ def test_count_flops_and_params_on_small_model() -> None:
     # conv: 2 * (3*3*3) MACs per output, 8*6*6 outputs; linear: 2 * 288 * 5.
     expected = 2 * 27 * 8 * 36 + 2 * 8 * 36 * 5
     assert count_flops(model, (6, 6)) == expected
-    assert count_flops(model, (3, 6, 6), batch_size=2) == 2 * expected
+    assert count_flops(model, (6, 6), batch_size=2) == 2 * expected
+    with pytest.raises(ValueError, match="width, height"):
+        count_flops(model, (3, 6, 6))
     assert count_params(model) == 3 * 3 * 3 * 8 + 8 * 36 * 5 + 5
     assert model.training  # restored
 

@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from facesphere.cli.main import app
 from facesphere.cluster import (
-    DEFAULT_CLUSTER_THRESHOLDS,
     average_linkage,
     chinese_whispers,
     cluster_embeddings,
     pairwise_scores,
     relabel_by_size,
 )
+from facesphere.errors import ConfigError
+from facesphere.pretrained.cards import DLIB_RESNET
 
 runner = CliRunner()
 
@@ -100,7 +101,7 @@ def test_average_linkage_resists_chaining() -> None:
         if len(members) > 1:  # every cluster keeps its mean pairwise similarity over 0.95
             sims = members @ members.T
             assert sims[np.triu_indices(len(members), 1)].mean() >= 0.95
-    with pytest.raises(ValueError, match="unknown clustering method"):
+    with pytest.raises(ConfigError, match="unknown cluster method 'kmeans'; known: average"):
         cluster_embeddings(path, 0.9, method="kmeans")
 
 
@@ -108,10 +109,13 @@ def test_default_thresholds_are_per_method() -> None:
     # two unit vectors at cosine 0.94: over average's default (0.93), under Chinese whispers'
     angle = np.arccos(0.94)
     pair = np.array([[1.0, 0.0], [np.cos(angle), np.sin(angle)]])
-    assert DEFAULT_CLUSTER_THRESHOLDS == {"average": 0.93, "chinese-whispers": 0.95}
-    assert len(set(cluster_embeddings(pair))) == 1
-    assert len(set(cluster_embeddings(pair, method="chinese-whispers"))) == 2
+    cuts = {job: t.value for job, t in DLIB_RESNET.thresholds.items() if job.startswith("cl")}
+    assert cuts == {"cluster-average": 0.93, "cluster-chinese-whispers": 0.95}
+    assert len(set(cluster_embeddings(pair, card=DLIB_RESNET))) == 1
+    assert len(set(cluster_embeddings(pair, method="chinese-whispers", card=DLIB_RESNET))) == 2
     assert len(set(cluster_embeddings(pair, threshold=0.95))) == 2
+    with pytest.raises(ConfigError, match="needs a threshold or the model card"):
+        cluster_embeddings(pair)
 
 
 PEOPLE = ["Colin_Powell", "George_W_Bush", "Serena_Williams"]
@@ -136,7 +140,7 @@ def test_cluster_cli_on_lfw(shared_data: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert report["images"] == 14 and report["faces"] == 12
-    assert report["threshold"] == DEFAULT_CLUSTER_THRESHOLDS["average"]
+    assert report["threshold"] == DLIB_RESNET.threshold("cluster-average").value
     assert report["no_face"] == [str(photos / "blank.png")]
     assert [row["path"] for row in report["unreadable"]] == [str(photos / "broken.jpg")]
     members = [(m["path"], c["id"]) for c in report["clusters"] for m in c["members"]]

@@ -28,43 +28,43 @@ def _photo(shared_data: Path, name: str) -> np.ndarray:
 
 
 def test_dlib_resnet_embeddings_match_cpu(shared_data: Path) -> None:
-    from facesphere.pretrained.dlib_resnet import TorchDlibRecognizer
+    from facesphere.recognize.dlib_resnet import DlibResNetRecognizer
 
     chips = np.stack(
         [_photo(shared_data, n)[50:200, 50:200] for n in ("Colin_Powell", "Tony_Blair")] * 20
     )
-    cpu = TorchDlibRecognizer("cpu").embed_chips(chips)
-    gpu = TorchDlibRecognizer("cuda", batch_size=16).embed_chips(chips)
+    cpu = DlibResNetRecognizer(device="cpu").embed_chips(chips)
+    gpu = DlibResNetRecognizer(device="cuda", batch_size=16).embed_chips(chips)
     assert gpu.shape == cpu.shape == (40, 128)
     assert (np.sum(cpu * gpu, axis=1) > 0.9999).all()
 
 
 def test_mmod_boxes_match_cpu(shared_data: Path) -> None:
-    from facesphere.pretrained.dlib_mmod import TorchMMODDetector
+    from facesphere.detect.mmod import MMODDetector
 
     image = _photo(shared_data, "Colin_Powell")
-    cpu = TorchMMODDetector("cpu").detect(image)
-    gpu = TorchMMODDetector("cuda").detect(image)
+    cpu = MMODDetector(device="cpu").detect(image)
+    gpu = MMODDetector(device="cuda").detect(image)
     assert len(cpu) == len(gpu) >= 1
-    for (box_c, score_c), (box_g, score_g) in zip(cpu, gpu, strict=True):
-        np.testing.assert_allclose(box_g, box_c, atol=1.0)
-        assert abs(score_g - score_c) < 1e-3
+    for det_c, det_g in zip(cpu, gpu, strict=True):
+        np.testing.assert_allclose(det_g.box, det_c.box, atol=1.0)
+        assert abs(det_g.score - det_c.score) < 1e-3
 
 
 def test_thunder_detections_match_cpu(shared_data: Path) -> None:
     from facesphere.detect.thunder.detector import ThunderDetector
 
     image = _photo(shared_data, "Tony_Blair")
-    cpu = ThunderDetector(device="cpu").detect_with_landmarks(image)
-    gpu = ThunderDetector(device="cuda").detect_with_landmarks(image)
+    cpu = ThunderDetector(device="cpu").detect(image)
+    gpu = ThunderDetector(device="cuda").detect(image)
     assert len(cpu) == len(gpu) >= 1
-    for (det_c, pts_c), (det_g, pts_g) in zip(cpu, gpu, strict=True):
+    for det_c, det_g in zip(cpu, gpu, strict=True):
         np.testing.assert_allclose(det_g.box, det_c.box, atol=0.5)
-        np.testing.assert_allclose(pts_g, pts_c, atol=0.5)
+        np.testing.assert_allclose(det_g.landmarks, det_c.landmarks, atol=0.5)
 
 
 def test_analyzer_on_cuda_verifies_like_cpu(shared_data: Path) -> None:
-    from facesphere.analyzer import FaceAnalyzer
+    from facesphere.pipeline.analyzer import FaceAnalyzer
 
     a = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg"
     b = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0002.jpg"

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facesphere.io.data import data_dir
+from facesphere.pretrained.cards import DLIB_MMOD, DLIB_RESNET, DLIB_SHAPE5
 from facesphere.pretrained.dlib_format import (
     DlibFormatError,
     Reader,
@@ -21,7 +22,7 @@ from facesphere.pretrained.dlib_format import (
     read_network,
     read_shape_predictor,
 )
-from facesphere.pretrained.files import dlib_model_path
+from facesphere.pretrained.files import card_file
 
 NAMES = ["Aaron_Eckhart", "George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams"]
 
@@ -42,14 +43,14 @@ def group_photo(names: list[str], size: tuple[int, int] = (480, 640)) -> np.ndar
 
 @cache
 def dlib_cnn() -> dlib.cnn_face_detection_model_v1:
-    return dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod")))
+    return dlib.cnn_face_detection_model_v1(str(card_file(DLIB_MMOD)))
 
 
 @cache
 def torch_mmod(upsample: int):
-    from facesphere.pretrained.dlib_mmod import TorchMMODDetector
+    from facesphere.detect.mmod import MMODDetector
 
-    return TorchMMODDetector(upsample=upsample)
+    return MMODDetector(upsample=upsample)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,20 +80,20 @@ def test_integer_and_float_encoding() -> None:
 
 
 def test_reads_the_three_models() -> None:
-    resnet = load_pretrained("resnet")
+    resnet = load_pretrained(DLIB_RESNET)
     assert resnet.input["size"] == (150, 150)
     assert len(resnet.layers) == 108
     assert resnet.layers[-1].kind == "fc" and resnet.layers[-1].arrays["weight"].shape == (256, 128)
-    mmod = load_pretrained("mmod")
+    mmod = load_pretrained(DLIB_MMOD)
     assert mmod.loss["detector_windows"][0]["width"] == 80
     assert 0 < mmod.loss["nms_iou"] < 1
-    shape = load_pretrained("shape5")
+    shape = load_pretrained(DLIB_SHAPE5)
     assert shape.initial_shape.shape == (5, 2)
     assert shape.leaf_values.shape[2:] == (16, 5, 2)
 
 
 def test_damaged_and_wrong_files(tmp_path: Path) -> None:
-    mmod_bytes = dlib_model_path("mmod").read_bytes()
+    mmod_bytes = card_file(DLIB_MMOD).read_bytes()
     truncated = tmp_path / "truncated.dat"
     truncated.write_bytes(mmod_bytes[: len(mmod_bytes) // 2])
     with pytest.raises(DlibFormatError, match=r"truncated\.dat"):
@@ -106,7 +107,7 @@ def test_damaged_and_wrong_files(tmp_path: Path) -> None:
     with pytest.raises(DlibFormatError, match="mmod"):
         read_shape_predictor(mmod_bytes, "mmod.dat")
     with pytest.raises(DlibFormatError, match=r"shape\.dat"):
-        read_network(dlib_model_path("shape5").read_bytes()[:200_000], "shape.dat")
+        read_network(card_file(DLIB_SHAPE5).read_bytes()[:200_000], "shape.dat")
     assert issubclass(DlibFormatError, ValueError)
     with pytest.raises(DlibFormatError, match="missing"):
         load_network(tmp_path / "missing.dat")
@@ -116,7 +117,7 @@ def test_wrong_network_for_model_class() -> None:
     from facesphere.pretrained.dlib_resnet import DlibResNet
 
     with pytest.raises(DlibFormatError):
-        DlibResNet(load_pretrained("mmod"))
+        DlibResNet(load_pretrained(DLIB_MMOD))
 
 
 # -- recogniser -----------------------------------------------------------------------------
@@ -124,8 +125,8 @@ def test_wrong_network_for_model_class() -> None:
 
 def _chips() -> tuple[np.ndarray, np.ndarray]:
     hog = dlib.get_frontal_face_detector()
-    sp = dlib.shape_predictor(str(dlib_model_path("shape5")))
-    rec = dlib.face_recognition_model_v1(str(dlib_model_path("resnet")))
+    sp = dlib.shape_predictor(str(card_file(DLIB_SHAPE5)))
+    rec = dlib.face_recognition_model_v1(str(card_file(DLIB_RESNET)))
     chips, ref = [], []
     for name in NAMES[:4]:
         img = lfw(name)
@@ -138,10 +139,10 @@ def _chips() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_resnet_matches_dlib() -> None:
-    from facesphere.pretrained.dlib_resnet import TorchDlibRecognizer
+    from facesphere.recognize.dlib_resnet import DlibResNetRecognizer
 
     chips, ref = _chips()
-    rec = TorchDlibRecognizer(batch_size=3)  # two batches
+    rec = DlibResNetRecognizer(batch_size=3)  # two batches
     emb = rec.embed_chips(chips)
     assert emb.shape == (4, 128) and emb.dtype == np.float32
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
@@ -149,7 +150,8 @@ def test_resnet_matches_dlib() -> None:
     assert cos.min() >= 0.9999, cos
     # different people stay apart
     assert (emb[0] * emb[1]).sum() < 0.95
-    assert (rec.embedding_dim, rec.chip_size, rec.name) == (128, 150, "dlib-resnet")
+    assert (rec.card.embedding_dim, rec.card.input_size) == (128, (150, 150))
+    assert rec.card.name == "dlib-resnet"
     with pytest.raises(ValueError):
         rec.embed_chips(chips[:, :100])
 
@@ -158,10 +160,10 @@ def test_resnet_matches_dlib() -> None:
 
 
 def test_shape_predictor_matches_dlib() -> None:
-    from facesphere.pretrained.dlib_shape import TorchShapePredictor
+    from facesphere.pretrained.dlib_shape import ShapeCascade
 
-    sp = dlib.shape_predictor(str(dlib_model_path("shape5")))
-    tp = TorchShapePredictor()
+    sp = dlib.shape_predictor(str(card_file(DLIB_SHAPE5)))
+    tp = ShapeCascade(load_pretrained(DLIB_SHAPE5))
     rng = np.random.default_rng(1)
     hog = dlib.get_frontal_face_detector()
     for name in NAMES[:3]:
@@ -186,7 +188,7 @@ def test_shape_predictor_matches_dlib() -> None:
 
 def _compare_detections(img: np.ndarray, upsample: int) -> int:
     ref = dlib_cnn()(img, upsample)
-    out = torch_mmod(upsample).detect(img)
+    out = torch_mmod(upsample).detect_inclusive(img)
     assert len(out) == len(ref), (out, ref)
     ref_boxes = [
         np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()]) for d in ref
@@ -232,16 +234,16 @@ def test_mmod_group_photo_640x480_upsample1() -> None:
 def test_onnx_resnet_parity(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from facesphere.pretrained.dlib_resnet import TorchDlibRecognizer
-    from facesphere.pretrained.export import export_onnx
+    from facesphere.export import export_model
+    from facesphere.recognize.dlib_resnet import DlibResNetRecognizer
 
-    path = export_onnx("dlib-resnet", tmp_path / "resnet.onnx")
+    path = export_model("dlib-resnet", tmp_path / "resnet.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     chips = np.stack([np.asarray(Image.fromarray(lfw(n)).resize((150, 150))) for n in NAMES[:3]])
     x = chips.transpose(0, 3, 1, 2).astype(np.float32)
-    onnx_emb = sess.run(None, {"chips": x})[0]
+    onnx_emb = sess.run(None, {"input": x})[0]
     assert onnx_emb.shape == (3, 128)
-    torch_emb = TorchDlibRecognizer().embed_chips(chips)
+    torch_emb = DlibResNetRecognizer().embed_chips(chips)
     assert (onnx_emb * torch_emb).sum(axis=1).min() >= 0.9999
 
 
@@ -249,9 +251,9 @@ def test_onnx_mmod_dynamic_size(tmp_path: Path) -> None:
     import onnxruntime as ort
     import torch
 
-    from facesphere.pretrained.export import export_onnx
+    from facesphere.export import export_model
 
-    path = export_onnx("dlib-mmod", tmp_path / "mmod.onnx")
+    path = export_model("dlib-mmod", tmp_path / "mmod.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     det = torch_mmod(0)
     tiled, _ = det.tiled_pyramid(lfw(NAMES[0]))
@@ -281,7 +283,7 @@ def test_cli_export(tmp_path: Path) -> None:
             ["export", "--model", "dlib-resnet", "--format", "tflite", str(tmp_path / "a")],
             "unknown format",
         ),
-        (["export", "ckpt.pt", "--model", "dlib-resnet", str(tmp_path / "a.onnx")], "CHECKPOINT"),
+        (["export", "ckpt.pt", "--model", "dlib-resnet", str(tmp_path / "a.onnx")], "not both"),
         (["export", "a", "b", "c", "--model", "dlib-resnet"], "positional"),
     ]:
         res = runner.invoke(app, args)

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 import facesphere.gallery.index as index_module
-from facesphere.analyzer import DEFAULT_THRESHOLD
 from facesphere.gallery import (
     FaceIndex,
     Gallery,
@@ -28,6 +27,9 @@ from facesphere.gallery import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
+from facesphere.pretrained.cards import DLIB_RESNET
+
+DEFAULT_THRESHOLD = DLIB_RESNET.threshold("verify").value
 
 DIM = 128
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -18,19 +18,19 @@ runner = CliRunner()
 @pytest.fixture(scope="module", autouse=True)
 def shared_analyzer():
     """Build the face models once for this module instead of once per command."""
-    import facesphere.cli.gallery_cmd as gallery_cmd
+    from facesphere.cli.common import PipelineOptions
 
     cache = {}
-    real = gallery_cmd.build_analyzer
+    real = PipelineOptions.build
 
-    def cached(*args, **kwargs):
-        key = repr((args, kwargs))
+    def cached(self, **extra):
+        key = repr((self, extra))
         if key not in cache:
-            cache[key] = real(*args, **kwargs)
+            cache[key] = real(self, **extra)
         return cache[key]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gallery_cmd, "build_analyzer", cached)
+        patch.setattr(PipelineOptions, "build", cached)
         yield
 
 

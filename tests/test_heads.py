@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from facesphere.errors import ConfigError
 from facesphere.models.heads import HEADS, MarginHead, create_head, list_heads, register_head
 
 ALL_HEADS = [
@@ -116,7 +117,7 @@ def test_registry_lists_every_head() -> None:
 
 
 def test_unknown_head_is_key_error() -> None:
-    with pytest.raises(KeyError, match="no_such_head"):
+    with pytest.raises(ConfigError, match="no_such_head"):
         create_head("no_such_head", 8, 4)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesphere.io import ImageError, load_image
+from facesphere.errors import ImageError
+from facesphere.io import load_image
 
 
 def _gradient(width: int = 64, height: int = 48) -> np.ndarray:

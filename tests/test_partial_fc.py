@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from facesphere.errors import ConfigError
 from facesphere.models.heads import create_head
 from facesphere.models.partial_fc import PartialFC, shard_range, sharded_cross_entropy
 
@@ -177,7 +178,7 @@ def test_non_cosine_heads_are_refused(name: str) -> None:
 
 
 def test_unknown_head_and_bad_labels() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(ConfigError):
         PartialFC("nope", 8, 10)
     pfc = PartialFC("arcface", 4, 5)
     with pytest.raises(ValueError, match="labels"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from facesphere import FaceAnalyzer, NoFaceError, verify
-from facesphere.batch import analyze_files
 from facesphere.eval.pairs import read_lfw_pairs
+from facesphere.pipeline.runner import analyze_files
 
 LFW_PHOTOS = [
     "Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
@@ -105,7 +105,7 @@ def test_torch_and_dlib_engines_agree(shared_data: Path) -> None:
 
 
 def test_main_face_policies() -> None:
-    from facesphere.analyzer import Face, main_face
+    from facesphere.pipeline.analyzer import Face, main_face
 
     def face(x1: float, y1: float, x2: float, y2: float) -> Face:
         return Face(np.array([x1, y1, x2, y2], np.float32), 1.0, np.zeros((5, 2)))

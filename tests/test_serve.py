@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from facesphere.analyzer import FaceAnalyzer
 from facesphere.cli.main import app as cli_app
 from facesphere.cli.serve_cmd import _is_loopback
 from facesphere.gallery import Gallery
+from facesphere.pipeline.analyzer import FaceAnalyzer
 from facesphere.serve.app import CONFIG_ENV, app_from_env, create_app
 from facesphere.serve.keys import KeyStore
 

@@ -11,9 +11,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from facesphere.detect.thunder.config import DetectorConfigError, config_from_dict
-from facesphere.detect.thunder.data import SceneMaker, augment_scene
-from facesphere.detect.thunder.labels import FaceLabel, ImageLabel
 from facesphere.detect.thunder.model import (
     CEM_CHANNELS,
     CompressedRPN,
@@ -32,6 +29,10 @@ from facesphere.detect.thunder.ops import (
     nms,
     ps_roi_align,
 )
+from facesphere.errors import ConfigError
+from facesphere.train.thunder.config import config_from_dict
+from facesphere.train.thunder.data import SceneMaker, augment_scene
+from facesphere.train.thunder.labels import FaceLabel, ImageLabel
 
 torch.set_num_threads(1)
 
@@ -235,7 +236,7 @@ def test_scenes_keep_boxes_and_landmarks_consistent(tmp_path: Path) -> None:
 
 
 def test_mirror_swaps_left_and_right_points() -> None:
-    from facesphere.detect.thunder.data import Scene
+    from facesphere.train.thunder.data import Scene
 
     pts = np.array([[[10, 5], [20, 5], [15, 9], [11, 14], [19, 14]]], np.float32)
     scene = Scene(np.zeros((30, 40, 3), np.uint8), np.array([[5, 0, 25, 20]], np.float32), pts)
@@ -252,17 +253,17 @@ def test_mirror_swaps_left_and_right_points() -> None:
 def test_config_validation_and_overrides() -> None:
     cfg = config_from_dict({"steps": 10}, ["lr=0.01", "anchor_ratios=[1.0]"])
     assert cfg.lr == 0.01 and cfg.anchor_ratios == [1.0]
-    with pytest.raises(DetectorConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="unknown key"):
         config_from_dict({"stepz": 10})
-    with pytest.raises(DetectorConfigError, match="input_size"):
+    with pytest.raises(ConfigError, match="input_size"):
         config_from_dict({"input_size": 100})
-    with pytest.raises(DetectorConfigError, match="lr"):
+    with pytest.raises(ConfigError, match="lr"):
         config_from_dict({}, ["lr=fast"])
 
 
 def test_tiny_training_lowers_loss_resumes_and_loads(tmp_path: Path) -> None:
     from facesphere.detect.thunder.detector import ThunderDetector
-    from facesphere.detect.thunder.train import train_detector
+    from facesphere.train.thunder.train import train_detector
 
     labels = _fake_faces(tmp_path / "data")
     cfg = config_from_dict(
@@ -294,23 +295,24 @@ def test_tiny_training_lowers_loss_resumes_and_loads(tmp_path: Path) -> None:
 
     detector = ThunderDetector(weights=tmp_path / "export.pt", score_threshold=0.0)
     assert detector.model.spec.input_size == 96
-    found = detector.detect_with_landmarks(np.zeros((90, 140, 3), np.uint8))
-    for det, pts in found:
-        assert det.box.shape == (4,) and det.box.dtype == np.float32 and pts.shape == (5, 2)
+    for det in detector.detect(np.zeros((90, 140, 3), np.uint8)):
+        assert det.box.shape == (4,) and det.box.dtype == np.float32
+        assert det.landmarks.shape == (5, 2) and det.landmark_scheme == "standard5"
 
 
 def test_missing_weights_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from facesphere.detect import create_detector
-    from facesphere.detect.thunder.detector import WEIGHTS_ENV, ThunderWeightsMissing
+    from facesphere.detect.thunder.detector import WEIGHTS_ENV
+    from facesphere.errors import ModelFileError
 
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "none.pt"))
-    with pytest.raises(ThunderWeightsMissing, match="train-detector"):
-        create_detector("thunder", engine="torch", upsample=0)
+    with pytest.raises(ModelFileError, match="train-detector"):
+        create_detector("thunder")
 
 
 def test_pseudo_labels_keep_eye_centres_only(shared_data: Path, tmp_path: Path) -> None:
     """MMOD boxes plus the shape predictor's eye centres; nose and mouth stay unknown."""
-    from facesphere.detect.thunder.labels import label_photos, load_labels, save_labels
+    from facesphere.train.thunder.labels import label_photos, load_labels, save_labels
 
     person = tmp_path / "celeba299" / "Someone"
     person.mkdir(parents=True)
@@ -345,6 +347,7 @@ def test_landmarks_are_decoded_from_the_roi_they_were_trained_on(
         "head_outputs",
         lambda sam, rois: (torch.full((1,), 5.0), shift, torch.zeros(1, 5, 2)),
     )
-    ((det, points),) = detector.detect_with_landmarks(np.zeros((320, 320, 3), np.uint8))
+    (det,) = detector.detect(np.zeros((320, 320, 3), np.uint8))
+    points = det.landmarks
     np.testing.assert_allclose(det.box, [120, 120, 220, 220], atol=1e-4)
     np.testing.assert_allclose(points, np.full((5, 2), 150.0), atol=1e-4)

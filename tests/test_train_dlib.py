@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from facesphere.errors import ConfigError
 from facesphere.models.backbones import create_backbone
 from facesphere.train.data import ShardSource, crop_size
 from facesphere.train.recordio import encode_jpeg
@@ -26,19 +27,19 @@ def _one_thread() -> Iterator[None]:
 def test_backbone_takes_trainer_normalised_input_and_matches_dlib() -> None:
     from facesphere.pretrained.dlib_resnet import load_dlib_resnet
 
-    backbone = create_backbone("dlib_resnet", embedding_dim=128).eval()
+    backbone = create_backbone("dlib-resnet", embedding_dim=128).eval()
     assert backbone.template == "dlib150" and backbone.input_size == (150, 150)
     pixels = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
         ours = backbone((pixels - 127.5) / 127.5)
         reference = load_dlib_resnet(normalize=False)(pixels)
-        fresh = create_backbone("dlib_resnet", embedding_dim=128, pretrained=False).eval()(
+        fresh = create_backbone("dlib-resnet", embedding_dim=128, pretrained=False).eval()(
             (pixels - 127.5) / 127.5
         )
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(fresh, reference, atol=1e-2)
-    with pytest.raises(ValueError, match="128"):
-        create_backbone("dlib_resnet", embedding_dim=512)
+    with pytest.raises(ConfigError, match="128"):
+        create_backbone("dlib-resnet", embedding_dim=512)
 
 
 def test_shards_of_another_template_are_refused(tmp_path: Path) -> None:
@@ -52,10 +53,11 @@ def test_shards_of_another_template_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fine_tune_dlib_resnet_and_use_the_export(shared_data: Path, tmp_path: Path) -> None:
-    from facesphere.analyzer import FaceAnalyzer
+    from facesphere.export import export_model
+    from facesphere.pipeline.analyzer import FaceAnalyzer
     from facesphere.pretrained.dlib_resnet import load_dlib_resnet
+    from facesphere.recognize.exported import read_card
     from facesphere.train.config import config_from_dict
-    from facesphere.train.export import export_checkpoint, read_metadata
     from facesphere.train.prepare import prepare
     from facesphere.train.trainer import train
 
@@ -78,7 +80,7 @@ def test_fine_tune_dlib_resnet_and_use_the_export(shared_data: Path, tmp_path: P
 
     config = config_from_dict(
         {
-            "backbone": "dlib_resnet",
+            "backbone": "dlib-resnet",
             "embedding_dim": 128,
             "batch_size": 4,
             "steps": 2,
@@ -92,19 +94,19 @@ def test_fine_tune_dlib_resnet_and_use_the_export(shared_data: Path, tmp_path: P
     )
     train(config)
     blob = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
-    assert blob["template"] == "dlib150" and blob["input_size"] == [150, 150]
+    assert blob["card"]["template"] == "dlib150" and blob["card"]["input_size"] == (150, 150)
     pretrained = load_dlib_resnet(normalize=False).state_dict()
     tuned = {k.removeprefix("net."): v for k, v in blob["state_dict"].items()}
     assert any(not torch.equal(tuned[k], pretrained[k]) for k in pretrained)
 
-    out = export_checkpoint(tmp_path / "run" / "model.pt", tmp_path / "tuned.onnx")
-    assert read_metadata(out)["facesphere.template"] == "dlib150"
+    out = export_model(tmp_path / "run" / "model.pt", tmp_path / "tuned.onnx")
+    assert read_card(out).template == "dlib150"
     tuned_analyzer = FaceAnalyzer(recognizer=str(out))
-    assert tuned_analyzer.recognizer.template.name == "dlib150"
+    assert tuned_analyzer.template.name == "dlib150"
     faces = tuned_analyzer.analyze(str(first))
     assert faces and faces[0].embedding.shape == (128,)
     # The exported model embeds the same chip as the fine-tuned torch backbone.
-    backbone = create_backbone("dlib_resnet", embedding_dim=128)
+    backbone = create_backbone("dlib-resnet", embedding_dim=128)
     backbone.load_state_dict(blob["state_dict"])
     x = (torch.from_numpy(chip[None]).permute(0, 3, 1, 2).float() - 127.5) / 127.5
     with torch.no_grad():

@@ -268,6 +268,9 @@ class FakeGallery:
             results.append(FakeResult(best[0] if best else None, matches))
         return results
 
+    def default_threshold(self) -> float:
+        return self.threshold
+
 
 def test_identify_matches_plain_lists() -> None:
     a, b = two_people(0.5)

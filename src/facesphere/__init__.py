@@ -5,31 +5,50 @@
 >>> faces = analyzer.detect("photo.jpg")          # boxes, scores, five landmarks
 >>> vectors = analyzer.embed("photo.jpg")         # (N, 128) unit vectors
 >>> analyzer.verify("a.jpg", "b.jpg").same        # same person?
+
+Names resolve lazily, so ``import facesphere`` stays cheap (no torch, FAISS or SQLite until a
+name that needs them is used).
 """
 
-from facesphere.analyzer import (
-    DEFAULT_THRESHOLD,
-    Face,
-    FaceAnalyzer,
-    NoFaceError,
-    Verification,
-    verify,
-)
-from facesphere.gallery import Gallery, enroll_images
-from facesphere.io.image import ImageError, load_image
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_THRESHOLD",
-    "Face",
-    "FaceAnalyzer",
-    "Gallery",
-    "ImageError",
-    "NoFaceError",
-    "Verification",
-    "__version__",
-    "enroll_images",
-    "load_image",
-    "verify",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "ConfigError": "facesphere.errors",
+    "Face": "facesphere.pipeline.analyzer",
+    "FaceAnalyzer": "facesphere.pipeline.analyzer",
+    "FacesphereError": "facesphere.errors",
+    "Gallery": "facesphere.gallery.store",
+    "GalleryError": "facesphere.errors",
+    "ImageError": "facesphere.errors",
+    "ModelCard": "facesphere.cards",
+    "ModelError": "facesphere.errors",
+    "NoFaceError": "facesphere.errors",
+    "Verification": "facesphere.pipeline.analyzer",
+    "create_detector": "facesphere.detect.registry",
+    "create_landmarker": "facesphere.landmarks.registry",
+    "create_recognizer": "facesphere.recognize.registry",
+    "enroll_images": "facesphere.gallery.enroll",
+    "list_detectors": "facesphere.detect.registry",
+    "list_landmarkers": "facesphere.landmarks.registry",
+    "list_recognizers": "facesphere.recognize.registry",
+    "load_image": "facesphere.io.image",
+    "verify": "facesphere.pipeline.analyzer",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'facesphere' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

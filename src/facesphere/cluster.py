@@ -1,7 +1,9 @@
 """Group face embeddings by person without labels, on cosine similarity.
 
-Two methods, both stopping at a similarity threshold instead of a number of clusters (defaults
-per method in `DEFAULT_CLUSTER_THRESHOLDS`, stricter than the verification threshold):
+Two registered methods (`register_cluster_method`, `list_cluster_methods`), both stopping at a
+similarity threshold instead of a number of clusters (defaults per method in the recognizer's
+model card, jobs `cluster-average` and `cluster-chinese-whispers`, stricter than the
+verification threshold):
 
 - `average_linkage`: agglomerative clustering that keeps merging the two most similar
   clusters while their average pairwise similarity reaches the threshold (nearest-neighbour
@@ -21,10 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Chosen on half of celeba299's people with the default model and checked on the other half
-# (docs/gallery.md). Stricter than the verification threshold, which ~2.5% of impostor pairs
-# pass: among thousands of photos that joins people together.
-DEFAULT_CLUSTER_THRESHOLDS = {"average": 0.93, "chinese-whispers": 0.95}
+from facesphere.cards import ModelCard
+from facesphere.errors import ConfigError
+from facesphere.registry import Registry
+
+CLUSTER_METHODS: Registry = Registry("cluster method")
+register_cluster_method = CLUSTER_METHODS.register
+list_cluster_methods = CLUSTER_METHODS.names
 
 # Rows of the similarity matrix computed at a time (bounds memory at block x N floats).
 _BLOCK = 2048
@@ -50,6 +55,7 @@ def similarity_graph(
     return graph
 
 
+@register_cluster_method("chinese-whispers")
 def chinese_whispers(
     embeddings: np.ndarray,
     threshold: float,
@@ -78,6 +84,7 @@ def chinese_whispers(
     return relabel_by_size(labels)
 
 
+@register_cluster_method("average")
 def average_linkage(embeddings: np.ndarray, threshold: float) -> np.ndarray:
     """Cluster labels (N,) by average-linkage agglomeration down to `threshold`: clusters
     are merged while the mean cosine similarity of their members' pairs reaches it. Labels are
@@ -137,25 +144,29 @@ def average_linkage(embeddings: np.ndarray, threshold: float) -> np.ndarray:
     return relabel_by_size(owner)
 
 
-METHODS = {"average": average_linkage, "chinese-whispers": chinese_whispers}
-
-
 def cluster_embeddings(
-    embeddings: np.ndarray, threshold: float | None = None, method: str = "average"
+    embeddings: np.ndarray,
+    threshold: float | None = None,
+    method: str = "average",
+    card: ModelCard | None = None,
 ) -> np.ndarray:
     """Cluster labels of `embeddings` by `method` ("average" or "chinese-whispers") at
-    `threshold` (default: the method's entry of `DEFAULT_CLUSTER_THRESHOLDS`)."""
-    try:
-        algorithm = METHODS[method]
-    except KeyError:
-        known = ", ".join(METHODS)
-        raise ValueError(f"unknown clustering method {method!r}; known: {known}") from None
-    return algorithm(embeddings, cluster_threshold(method, threshold))
+    `threshold` (default: the method's threshold in the model `card` that made them)."""
+    return CLUSTER_METHODS.create(
+        method, embeddings=embeddings, threshold=cluster_threshold(method, threshold, card)
+    )
 
 
-def cluster_threshold(method: str, threshold: float | None = None) -> float:
-    """`threshold`, or the default of `method` when it is None."""
-    return DEFAULT_CLUSTER_THRESHOLDS[method] if threshold is None else float(threshold)
+def cluster_threshold(
+    method: str, threshold: float | None = None, card: ModelCard | None = None
+) -> float:
+    """`threshold`, or when it is None the `card`'s calibrated threshold for `method`."""
+    CLUSTER_METHODS.factory(method)
+    if threshold is not None:
+        return float(threshold)
+    if card is None:
+        raise ConfigError("clustering needs a threshold or the model card of the embeddings")
+    return card.threshold(f"cluster-{method}").value
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:

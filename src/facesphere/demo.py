@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facesphere.analyzer import FaceAnalyzer
 from facesphere.io.draw import draw_faces, save_image
+from facesphere.pipeline.analyzer import FaceAnalyzer
 
 
 def demo_photos() -> dict[str, np.ndarray]:

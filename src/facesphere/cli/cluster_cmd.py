@@ -10,14 +10,7 @@ from typing import Any
 
 import typer
 
-from facesphere.cli.common import (
-    EXIT_NO_FACE,
-    DetectorOption,
-    EngineOption,
-    UpsampleOption,
-    build_analyzer,
-    fail,
-)
+from facesphere.cli.common import EXIT_NO_FACE, PipelineOptions, fail, pipeline_options
 
 
 def _face_entry(path: str, index: int, box: Any) -> dict[str, Any]:
@@ -81,6 +74,7 @@ def write_links(report: dict[str, Any], out: Path) -> int:
     return made
 
 
+@pipeline_options(threshold=False)
 def cluster(
     folder: Path = typer.Argument(..., help="Folder of photos (walked recursively)."),
     json_out: str | None = typer.Option(
@@ -92,16 +86,16 @@ def cluster(
     threshold: float | None = typer.Option(
         None,
         "--threshold",
-        help="Cosine similarity joining two faces (default: 0.93 average, 0.95 chinese-whispers).",
+        help="Cosine similarity joining two faces (default: the recognizer card's threshold "
+        "for the method).",
     ),
     method: str = typer.Option(
         "average", "--method", help="average (linkage; default) or chinese-whispers."
     ),
     largest: bool = typer.Option(False, "--largest", help="Only the largest face per photo."),
     workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="Worker processes."),
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Group the faces of unlabelled photos by person.
 
@@ -110,11 +104,12 @@ def cluster(
     """
     import numpy as np
 
-    from facesphere.batch import analyze_files, iter_image_files
-    from facesphere.cluster import METHODS, cluster_embeddings, cluster_threshold
+    from facesphere.cluster import cluster_embeddings, cluster_threshold, list_cluster_methods
+    from facesphere.io.files import iter_image_files
+    from facesphere.pipeline.runner import analyze_files
 
-    if method not in METHODS:
-        fail(f"unknown --method {method!r}; known: {', '.join(METHODS)}")
+    if method not in list_cluster_methods():
+        fail(f"unknown --method {method!r}; known: {', '.join(list_cluster_methods())}")
     if not folder.is_dir():
         fail(f"not a folder: {folder}")
     if link is not None and link.exists() and (not link.is_dir() or any(link.iterdir())):
@@ -122,8 +117,8 @@ def cluster(
     files = iter_image_files([folder])
     if not files:
         fail(f"no image files in {folder}")
-    cut = cluster_threshold(method, threshold)
-    analyzer = build_analyzer(detector, engine, upsample)
+    analyzer = pipeline.build()
+    cut = cluster_threshold(method, threshold, analyzer.card)
     items: list[dict[str, Any]] = []
     vectors = []
     no_face: list[str] = []

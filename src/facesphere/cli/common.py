@@ -1,23 +1,30 @@
-"""Shared pieces of the CLI: error exits, JSON output, pipeline options."""
+"""Shared pieces of the CLI: the Typer class that maps errors to exit codes, JSON output, and
+the pipeline options every pipeline verb takes."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
+
+from facesphere.errors import FacesphereError
+
+if TYPE_CHECKING:
+    from facesphere.pipeline.analyzer import FaceAnalyzer
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_NO_FACE = 3
 
-
-class Engine(str, Enum):
-    torch = "torch"
-    dlib = "dlib"
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -26,30 +33,161 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def run_guarded(action: Callable[[], T]) -> T:
+    """`action()`, with a FacesphereError turned into its one-line exit."""
+    try:
+        return action()
+    except FacesphereError as exc:
+        fail(one_line(exc), exc.exit_code)
+
+
+def guarded(function: Callable[..., T]) -> Callable[..., T]:
+    """`function` with every FacesphereError that escapes it turned into a one-line exit with
+    the error's exit code (2 bad input, 3 no face); the signature stays for Typer."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        return run_guarded(lambda: function(*args, **kwargs))
+
+    return wrapper
+
+
+class FacesphereTyper(typer.Typer):
+    """A Typer app whose commands report facesphere's errors as one line and an exit code."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: Callable[..., T]) -> Callable[..., T]:
+            register(guarded(function))
+            return function
+
+        return decorator
+
+
 def print_json(data: Any) -> None:
     """Print `data` as indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-DetectorOption = typer.Option("cnn", "--detector", "-d", help="Face detector: cnn (MMOD) or hog.")
-EngineOption = typer.Option(
-    Engine.torch, "--engine", help="torch: dlib's models rebuilt in torch; dlib: dlib itself."
+class Engine(str, Enum):
+    torch = "torch"
+    dlib = "dlib"
+
+
+@dataclass
+class PipelineOptions:
+    """The pipeline options shared by every pipeline verb (FaceAnalyzer's arguments)."""
+
+    detector: str = "cnn"
+    landmarker: str = "auto"
+    recognizer: str = "dlib-resnet"
+    engine: str | None = None
+    device: str = "cpu"
+    upsample: int | None = None
+    threshold: float | None = None
+
+    def analyzer_config(self) -> dict[str, Any]:
+        """Keyword arguments of FaceAnalyzer for these options."""
+        return asdict(self)
+
+    def build(self, **extra: Any) -> FaceAnalyzer:
+        """The FaceAnalyzer of these options (a bad option is a one-line exit 2)."""
+        from facesphere.pipeline.analyzer import FaceAnalyzer
+
+        return run_guarded(lambda: FaceAnalyzer(**self.analyzer_config(), **extra))
+
+
+def _option(name: str, annotation: Any, option: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
+    )
+
+
+_PIPELINE_PARAMETERS = [
+    _option(
+        "detector",
+        str,
+        typer.Option("cnn", "--detector", "-d", help="Face detector: cnn (MMOD), hog or thunder."),
+    ),
+    _option(
+        "landmarker",
+        str,
+        typer.Option(
+            "auto",
+            "--landmarker",
+            help="Landmarks: auto (the detector's own when the recognizer can use them, else "
+            "dlib-shape5), detector, or a landmarker name.",
+        ),
+    ),
+    _option(
+        "recognizer",
+        str,
+        typer.Option(
+            "dlib-resnet",
+            "--recognizer",
+            "-r",
+            help="Recognizer name, or the path of a model from `facesphere export`.",
+        ),
+    ),
+    _option(
+        "engine",
+        Engine | None,
+        typer.Option(
+            None,
+            "--engine",
+            help="torch (facesphere's ports) or dlib (dlib itself); default: each model's own.",
+        ),
+    ),
+    _option("device", str, typer.Option("cpu", "--device", help="cpu or cuda[:N].")),
+    _option(
+        "upsample",
+        int | None,
+        typer.Option(
+            None, "--upsample", min=0, max=4, help="Detector upsampling (default: its own)."
+        ),
+    ),
+]
+_THRESHOLD_PARAMETER = _option(
+    "threshold",
+    float | None,
+    typer.Option(
+        None,
+        "--threshold",
+        help="Cosine similarity for 'same person' (default: the recognizer card's calibrated "
+        "threshold).",
+    ),
 )
-DeviceOption = typer.Option("cpu", "--device", help="cpu or cuda (torch engine).")
-UpsampleOption = typer.Option(
-    None, "--upsample", min=0, max=4, help="Detector upsampling (default: the detector's own)."
-)
 
 
-def build_analyzer(
-    detector: str, engine: Engine, upsample: int | None, device: str = "cpu", **kwargs: Any
-):
-    """A FaceAnalyzer, with configuration errors turned into exit code 2."""
-    from facesphere.analyzer import FaceAnalyzer
+def pipeline_options(
+    threshold: bool = True,
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator giving a verb the shared pipeline options (--detector, --landmarker,
+    --recognizer, --engine, --device, --upsample, and --threshold unless `threshold` is False);
+    the verb receives them as one `pipeline: PipelineOptions` argument."""
+    extra = [*_PIPELINE_PARAMETERS, *([_THRESHOLD_PARAMETER] if threshold else [])]
+    names = [p.name for p in extra]
 
-    try:
-        return FaceAnalyzer(
-            detector=detector, engine=engine.value, device=device, upsample=upsample, **kwargs
-        )
-    except (KeyError, ValueError, ImportError, RuntimeError, OSError) as exc:
-        fail(str(exc.args[0]) if exc.args else str(exc))
+    def decorator(function: Callable[..., T]) -> Callable[..., T]:
+        signature = inspect.signature(function)
+        own = [p for p in signature.parameters.values() if p.name != "pipeline"]
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            values = {name: kwargs.pop(name) for name in names}
+            engine = values.get("engine")
+            if isinstance(engine, Enum):
+                values["engine"] = engine.value
+            return function(*args, pipeline=PipelineOptions(**values), **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator

@@ -15,8 +15,8 @@ def demo(
 ) -> None:
     """Detect and draw faces on two public-domain portraits, then verify them under a flip,
     a rescale and a rotation (same person) and against each other (different people)."""
-    from facesphere.analyzer import FaceAnalyzer
     from facesphere.demo import run_demo
+    from facesphere.pipeline.analyzer import FaceAnalyzer
 
     analyzer = FaceAnalyzer()
     checks, counts = run_demo(out, analyzer)

@@ -14,14 +14,10 @@ def train_detector_command(
     ),
 ) -> None:
     """Train the ThunderNet face detector (resume with --set resume=auto)."""
-    from facesphere.detect.thunder.config import DetectorConfigError, load_config
-    from facesphere.detect.thunder.train import train_detector
+    from facesphere.train.thunder.config import load_config
+    from facesphere.train.thunder.train import train_detector
 
-    try:
-        cfg = load_config(config, overrides)
-    except DetectorConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    cfg = load_config(config, overrides)
     try:
         result = train_detector(cfg)
     except FileNotFoundError as exc:
@@ -35,8 +31,8 @@ def detector_labels_command(
     limit: int | None = typer.Option(None, "--limit", help="At most this many photos per set."),
 ) -> None:
     """Pseudo-label celeba299 and ORL with MMOD + the shape predictor (never LFW)."""
-    from facesphere.detect.thunder.labels import label_photos, save_labels
     from facesphere.io.data import data_dir
+    from facesphere.train.thunder.labels import label_photos, save_labels
 
     labels = label_photos(data_dir(), limit=limit)
     save_labels(labels, out)

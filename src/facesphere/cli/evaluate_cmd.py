@@ -8,16 +8,9 @@ from pathlib import Path
 
 import typer
 
-from facesphere.cli.common import (
-    DetectorOption,
-    DeviceOption,
-    EngineOption,
-    UpsampleOption,
-    build_analyzer,
-    fail,
-)
+from facesphere.cli.common import FacesphereTyper, PipelineOptions, fail, pipeline_options
 
-evaluate_app = typer.Typer(
+evaluate_app = FacesphereTyper(
     help="Evaluate the pipeline with standard protocols.", no_args_is_help=True
 )
 
@@ -33,6 +26,7 @@ class Protocol(str, Enum):
 
 
 @evaluate_app.command("pairs")
+@pipeline_options(threshold=False)
 def pairs(
     images: Path = typer.Option(..., "--images", help="Image root folder."),
     pairs_file: Path = typer.Option(..., "--pairs", help="Pairs file."),
@@ -49,39 +43,24 @@ def pairs(
         "--face",
         help="Face compared: central (photos cut around one person) or largest.",
     ),
-    recognizer: str = typer.Option(
-        "dlib-resnet",
-        "--recognizer",
-        help="Recognizer name or an exported model (.onnx/.pt; cached by file content).",
-    ),
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
-    device: str = DeviceOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """10-fold verification accuracy (threshold chosen on 9 folds), AUC, EER, TAR@FAR."""
-    from facesphere.eval.pairs import (
-        PairsFormatError,
-        first_per_fold,
-        read_lfw_pairs,
-        read_pair_list,
-    )
+    from facesphere.eval.pairs import first_per_fold, read_lfw_pairs, read_pair_list
     from facesphere.eval.verification import evaluate_pairs, plot_roc
 
     if not images.is_dir():
         fail(f"{images}: image folder not found")
     if not pairs_file.is_file():
         fail(f"{pairs_file}: pairs file not found")
-    try:
-        if protocol is Protocol.lfw:
-            pair_list = read_lfw_pairs(pairs_file, images)
-        else:
-            pair_list = read_pair_list(pairs_file, images)
-    except PairsFormatError as exc:
-        fail(str(exc))
+    if protocol is Protocol.lfw:
+        pair_list = read_lfw_pairs(pairs_file, images)
+    else:
+        pair_list = read_pair_list(pairs_file, images)
     if limit is not None:
         pair_list = first_per_fold(pair_list, limit)
-    analyzer = build_analyzer(detector, engine, upsample, device, recognizer=recognizer)
+    analyzer = pipeline.build()
     try:
         report = evaluate_pairs(
             pair_list, analyzer.config, workers, use_cache=not no_cache, face=face.value

@@ -15,15 +15,14 @@ from facesphere.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_NO_FACE,
-    DetectorOption,
-    EngineOption,
-    UpsampleOption,
-    build_analyzer,
+    FacesphereTyper,
+    PipelineOptions,
     fail,
+    pipeline_options,
     print_json,
 )
 
-gallery_app = typer.Typer(
+gallery_app = FacesphereTyper(
     help="Face galleries: enroll people from photos, identify faces against them.",
     no_args_is_help=True,
 )
@@ -34,14 +33,10 @@ GalleryArgument = typer.Argument(..., help="Gallery database file.")
 
 @contextlib.contextmanager
 def gallery_errors() -> Iterator[None]:
-    """Turn gallery errors into one-line messages with exit code 2 (1 for database
-    failures such as a lock held too long)."""
-    from facesphere.gallery import GalleryError
-
+    """Turn database failures (such as a lock held too long) into a one-line exit 1; the
+    gallery's own errors exit 2 like every facesphere error."""
     try:
         yield
-    except GalleryError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
     except sqlite3.Error as exc:
         fail(f"database error: {exc}", EXIT_FAILURE)
 
@@ -85,6 +80,7 @@ def _parse_metadata(text: str | None) -> dict[str, Any] | None:
 
 
 @gallery_app.command("enroll")
+@pipeline_options(threshold=False)
 def enroll(
     path: Path = GalleryArgument,
     images: list[Path] = typer.Argument(..., help="Photos of the person (largest face each)."),
@@ -95,9 +91,8 @@ def enroll(
     ),
     create: bool = typer.Option(False, "--create", help="Create the gallery if missing."),
     json_output: bool = JsonOption,
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Enroll a person from photos, all in one transaction.
 
@@ -105,16 +100,14 @@ def enroll(
     unless --skip-bad.
     """
     from facesphere.gallery import EnrollImagesError, Gallery, enroll_images
-    from facesphere.gallery.enroll import model_of
 
     meta = _parse_metadata(metadata)
     with gallery_errors():
         gallery = None if create else _open(path)  # fail fast, before loading the models
-    analyzer = build_analyzer(detector, engine, upsample)
+    analyzer = pipeline.build()
     with gallery_errors():
         if gallery is None:
-            name, version, dim = model_of(analyzer)
-            gallery = Gallery.create(path, name, version, dim, exist_ok=True)
+            gallery = Gallery.create(path, exist_ok=True, card=analyzer.card)
         with gallery:
             try:
                 report = enroll_images(
@@ -136,38 +129,29 @@ def enroll(
 
 
 @gallery_app.command("identify")
+@pipeline_options()
 def identify(
     path: Path = GalleryArgument,
     image: Path = typer.Argument(..., help="Photo to identify (every face in it)."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Subjects listed per face."),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="Cosine similarity for a match (default: the pipeline's)."
-    ),
     json_output: bool = JsonOption,
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Who is in a photo: the best-matching enrolled subjects of each face, or unknown."""
     import numpy as np
 
-    from facesphere.gallery.enroll import model_of
-    from facesphere.io.image import ImageError
-
     with gallery_errors():
         gallery = _open(path)
     with gallery_errors(), gallery:
-        analyzer = build_analyzer(detector, engine, upsample)
-        name, version, dim = model_of(analyzer)
+        analyzer = pipeline.build()
+        name, version, dim = analyzer.card.model_key
         gallery.check_model(name, version, dim)
-        try:
-            faces = analyzer.analyze(image)
-        except ImageError as exc:
-            fail(str(exc), EXIT_BAD_INPUT)
+        faces = analyzer.analyze(image)
         if not faces:
             fail(f"no face found in {image}", EXIT_NO_FACE)
         results = gallery.identify(
-            np.stack([f.embedding for f in faces]), top_k, threshold, name, version
+            np.stack([f.embedding for f in faces]), top_k, pipeline.threshold, name, version
         )
     rows = [
         {

@@ -6,9 +6,9 @@ from enum import Enum
 
 import typer
 
-from facesphere.cli.common import EXIT_FAILURE, fail, print_json
+from facesphere.cli.common import EXIT_FAILURE, FacesphereTyper, fail, print_json
 
-keys_app = typer.Typer(
+keys_app = FacesphereTyper(
     name="keys",
     help="API keys of the REST service (stored hashed in $FACESPHERE_HOME/keys.sqlite).",
     no_args_is_help=True,

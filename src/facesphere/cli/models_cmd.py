@@ -1,4 +1,5 @@
-"""`facesphere models`: list the registered backbones and heads with their size and cost."""
+"""`facesphere models`: the pretrained models with their cards, and the trainable backbones and
+heads with their size and cost."""
 
 from __future__ import annotations
 
@@ -66,6 +67,25 @@ def _head_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _pretrained_rows() -> list[dict[str, Any]]:
+    """One row per registered pretrained detector, landmarker and recognizer, with its card."""
+    from facesphere.detect.registry import DETECTORS
+    from facesphere.landmarks.registry import LANDMARKERS
+    from facesphere.recognize.registry import RECOGNIZERS
+
+    rows: list[dict[str, Any]] = []
+    for stage, registry in (
+        ("detector", DETECTORS),
+        ("landmarker", LANDMARKERS),
+        ("recognizer", RECOGNIZERS),
+    ):
+        for name in registry.names():
+            card = registry.card(name)
+            if card is not None:
+                rows.append({"name": name, "kind": stage, "card": card.to_dict()})
+    return rows
+
+
 def _format_count(value: int | None, unit: float, suffix: str) -> str:
     return "-" if value is None else f"{value / unit:.2f}{suffix}"
 
@@ -73,11 +93,22 @@ def _format_count(value: int | None, unit: float, suffix: str) -> str:
 def models(
     json_output: bool = typer.Option(False, "--json", help="Print the list as JSON."),
 ) -> None:
-    """Backbones (params, forward FLOPs at their default input) and heads (params)."""
+    """Pretrained models (task, licence, thresholds), backbones (params, forward FLOPs at their
+    default input) and heads (params)."""
+    pretrained = _pretrained_rows()
     rows = _backbone_rows() + _head_rows()
     if json_output:
-        print_json(rows)
+        print_json(pretrained + rows)
         return
+    typer.echo(f"{'pretrained':<14} {'kind':<11} {'version':<8} licence / thresholds")
+    for row in pretrained:
+        card = row["card"]
+        cuts = ", ".join(f"{job} {t['value']}" for job, t in card["thresholds"].items())
+        typer.echo(
+            f"{row['name']:<14} {row['kind']:<11} {card['version']:<8} {card['licence']}"
+            + (f"\n{'':<35}{cuts}" if cuts else "")
+        )
+    typer.echo("")
     typer.echo(f"{'name':<22} {'kind':<9} {'params':>9} {'GFLOPs':>8}  input")
     for row in rows:
         size = "x".join(str(s) for s in row.get("input_size", [])) or "-"

@@ -7,36 +7,22 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from facesphere.cli.common import (
-    EXIT_NO_FACE,
-    DetectorOption,
-    DeviceOption,
-    EngineOption,
-    UpsampleOption,
-    build_analyzer,
-    fail,
-    print_json,
-)
-from facesphere.io.image import ImageError
+from facesphere.cli.common import PipelineOptions, fail, pipeline_options, print_json
 
 
+@pipeline_options(threshold=False)
 def detect(
     image: Path = typer.Argument(..., help="Image file."),
     draw: Path | None = typer.Option(None, "--draw", help="Write the image with faces drawn."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
-    device: str = DeviceOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Find faces: boxes, scores and five landmarks."""
     from facesphere.io.draw import draw_faces, save_image
 
-    analyzer = build_analyzer(detector, engine, upsample, device)
-    try:
-        pixels = analyzer.load(image)
-    except ImageError as exc:
-        fail(str(exc))
+    analyzer = pipeline.build()
+    pixels = analyzer.load(image)
     faces = analyzer.detect(pixels)
     if draw is not None:
         save_image(draw_faces(pixels, faces), draw)
@@ -58,79 +44,55 @@ def detect(
             typer.echo(f"drawn to {draw}")
 
 
+@pipeline_options()
 def verify(
     image_a: Path = typer.Argument(..., help="First image."),
     image_b: Path = typer.Argument(..., help="Second image."),
     all_pairs: bool = typer.Option(
         False, "--all", help="Compare every face of A with every face of B."
     ),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="Cosine similarity threshold."
-    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
-    device: str = DeviceOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Are the people in two photos the same person? Compares the largest faces."""
-    from facesphere.analyzer import DEFAULT_THRESHOLD
-
-    analyzer = build_analyzer(
-        detector,
-        engine,
-        upsample,
-        device,
-        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
-    )
-    try:
-        faces_a = analyzer.analyze(image_a)
-        faces_b = analyzer.analyze(image_b)
-    except ImageError as exc:
-        fail(str(exc))
-    missing = [str(p) for p, faces in ((image_a, faces_a), (image_b, faces_b)) if not faces]
-    if missing:
-        fail(f"no face found in {' and '.join(missing)}", EXIT_NO_FACE)
-    cut = analyzer.threshold
-    best = float(faces_a[0].embedding @ faces_b[0].embedding)
-    result = {
-        "same": best >= cut,
-        "similarity": round(best, 6),
-        "threshold": cut,
-        "faces_a": len(faces_a),
-        "faces_b": len(faces_b),
-        "box_a": faces_a[0].to_dict()["box"],
-        "box_b": faces_b[0].to_dict()["box"],
-    }
+    analyzer = pipeline.build()
+    analyzer.decision_threshold()
+    faces_a = analyzer.analyze(image_a)
+    faces_b = analyzer.analyze(image_b)
+    result = analyzer.verify_faces(faces_a, faces_b, str(image_a), str(image_b))
+    report = result.to_dict()
     if all_pairs:
-        matrix = (
-            np.stack([f.embedding for f in faces_a]) @ np.stack([f.embedding for f in faces_b]).T
+        matrix = analyzer.similarity(
+            np.stack([f.embedding for f in faces_a]), np.stack([f.embedding for f in faces_b])
         )
-        result["pairs"] = [
+        report["pairs"] = [
             {
                 "a": i,
                 "b": j,
                 "similarity": round(float(matrix[i, j]), 6),
-                "same": bool(matrix[i, j] >= cut),
+                "same": bool(matrix[i, j] >= result.threshold),
             }
             for i in range(len(faces_a))
             for j in range(len(faces_b))
         ]
     if json_output:
-        print_json(result)
+        print_json(report)
         return
-    verdict = "SAME person" if result["same"] else "DIFFERENT people"
+    verdict = "SAME person" if result.same else "DIFFERENT people"
     typer.echo(
-        f"{verdict}: similarity {best:.4f} (threshold {cut:.4f}; "
-        f"{len(faces_a)} face(s) in A, {len(faces_b)} in B; largest faces compared)"
+        f"{verdict}: similarity {result.similarity:.4f} (threshold {result.threshold:.4f} of "
+        f"{result.model}; {result.faces_a} face(s) in A, {result.faces_b} in B; largest faces "
+        "compared)"
     )
-    for row in result.get("pairs", []):
+    for row in report.get("pairs", []):
         typer.echo(
             f"  A[{row['a']}] vs B[{row['b']}]: {row['similarity']:.4f} "
             f"{'same' if row['same'] else 'different'}"
         )
 
 
+@pipeline_options(threshold=False)
 def embed(
     paths: list[Path] = typer.Argument(..., help="Images or folders (walked recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npz file."),
@@ -139,16 +101,15 @@ def embed(
         False, "--largest", help="Keep only the largest face per image."
     ),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
-    device: str = DeviceOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Embed every face of many images into an .npz (paths, boxes, embeddings).
 
     Images without a face, and unreadable files, are listed in the output and on stderr.
     """
-    from facesphere.batch import analyze_files, iter_image_files
+    from facesphere.io.files import iter_image_files
+    from facesphere.pipeline.runner import analyze_files
 
     files = iter_image_files(paths)
     missing = [str(p) for p in files if not p.exists()]
@@ -156,7 +117,7 @@ def embed(
         fail(f"not found: {', '.join(missing[:5])}")
     if not files:
         fail("no image files given")
-    analyzer = build_analyzer(detector, engine, upsample, device)
+    analyzer = pipeline.build()
     rows_path, rows_face, boxes, scores, vectors = [], [], [], [], []
     no_face, errors = [], []
     for result in analyze_files(
@@ -176,7 +137,7 @@ def embed(
             boxes.append(face.box)
             scores.append(face.score)
             vectors.append(face.embedding)
-    dim = analyzer.recognizer.embedding_dim
+    dim = int(analyzer.card.embedding_dim or 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         out,
@@ -187,7 +148,8 @@ def embed(
         embeddings=np.array(vectors, dtype=np.float32).reshape(-1, dim),
         no_face=np.array(no_face, dtype=str),
         errors=np.array(errors, dtype=str),
-        recognizer=np.array(analyzer.recognizer.name),
+        recognizer=np.array(analyzer.card.name),
+        card=np.array(analyzer.card.to_json()),
     )
     summary = {
         "out": str(out),

@@ -8,14 +8,7 @@ import os
 
 import typer
 
-from facesphere.cli.common import (
-    DetectorOption,
-    DeviceOption,
-    Engine,
-    EngineOption,
-    UpsampleOption,
-    fail,
-)
+from facesphere.cli.common import PipelineOptions, fail, pipeline_options
 
 
 def _is_loopback(host: str) -> bool:
@@ -27,6 +20,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@pipeline_options()
 def serve(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to bind (default loopback only)."
@@ -44,11 +38,9 @@ def serve(
     torch_threads: int | None = typer.Option(
         None, "--threads", min=1, help="Torch threads per worker (default: cores / workers)."
     ),
-    detector: str = DetectorOption,
-    engine: Engine = EngineOption,
-    device: str = DeviceOption,
-    upsample: int | None = UpsampleOption,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Serve detection, embedding, verification and galleries over HTTP (OpenAPI at /docs).
 
@@ -73,12 +65,7 @@ def serve(
         "max_upload_bytes": int(max_upload_mb * 1024 * 1024),
         "max_pixels": max_pixels,
         "torch_threads": torch_threads,
-        "analyzer": {
-            "detector": detector,
-            "engine": engine.value,
-            "device": device,
-            "upsample": upsample,
-        },
+        "analyzer": pipeline.analyzer_config(),
     }
     # Worker processes read their configuration from the environment they inherit.
     os.environ[CONFIG_ENV] = json.dumps(config)

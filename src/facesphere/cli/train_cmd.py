@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
-from facesphere.cli.common import EXIT_FAILURE, DetectorOption, fail, print_json
+from facesphere.cli.common import (
+    EXIT_FAILURE,
+    PipelineOptions,
+    fail,
+    pipeline_options,
+    print_json,
+)
 
 
 def train(
@@ -45,20 +51,21 @@ def train(
     )
 
 
+@pipeline_options(threshold=False)
 def prepare(
     src: Path = typer.Argument(..., help="Folder with one sub-folder of photos per identity."),
     out: Path = typer.Argument(..., help="Output folder for shards and manifest.json."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
     shard_mb: int = typer.Option(256, "--shard-mb", min=1, help="Target shard size in MiB."),
-    detector: str = DetectorOption,
-    upsample: int | None = typer.Option(None, "--upsample", min=0, max=4),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N identities."),
     template: str = typer.Option(
         "standard112",
         "--template",
         help="Alignment template: standard112 (112x112) or dlib150 (dlib's 150x150 chip, "
-        "for the dlib_resnet backbone).",
+        "for the dlib-resnet backbone).",
     ),
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
     """Detect, align (standard 112x112 or dlib150) and pack photos into resumable shards."""
     from facesphere.train.prepare import prepare as run_prepare
@@ -71,8 +78,7 @@ def prepare(
             out,
             workers,
             shard_mb << 20,
-            detector,
-            upsample,
+            pipeline.analyzer_config(),
             limit_identities=limit,
             template=template,
         )

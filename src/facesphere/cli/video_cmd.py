@@ -4,46 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from facesphere.cli.common import (
-    DetectorOption,
-    DeviceOption,
-    EngineOption,
-    UpsampleOption,
-    build_analyzer,
-    fail,
-    print_json,
-)
+from facesphere.cli.common import PipelineOptions, fail, pipeline_options, print_json
 
 
-def open_gallery(path: Path) -> Any:
-    """The gallery at `path` as an `Identifier` (anything with ``identify(embeddings, top_k)``).
-
-    Exits with code 2 and a one-line message when it is missing or cannot be opened.
-    """
-    if not path.exists():
-        fail(f"{path}: gallery not found")
-    try:
-        from facesphere.gallery import Gallery
-    except ImportError:
-        fail("gallery support (facesphere.gallery.Gallery) is not available in this install")
-    try:
-        return Gallery(path)
-    except Exception as exc:  # the gallery's own errors carry one-line messages
-        fail(f"{path}: cannot open gallery ({exc})")
-
-
-def _gallery_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from facesphere.gallery.errors import GalleryError
-    except ImportError:
-        return ()
-    return (GalleryError,)
-
-
+@pipeline_options()
 def video(
     source: Path = typer.Argument(..., help="Video file (anything OpenCV can decode)."),
     gallery_path: Path | None = typer.Option(
@@ -57,41 +24,35 @@ def video(
     window: int = typer.Option(
         5, "--window", min=1, help="Identity smoothing window (observations of a track)."
     ),
-    threshold: float | None = typer.Option(
-        None,
-        "--threshold",
-        help="Smoothed score needed to name a track (default: the pipeline threshold).",
-    ),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Gallery matches kept per face."),
     max_missed: int = typer.Option(
         5, "--max-missed", min=0, help="Detection rounds a track may go unseen before it ends."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     json_summary: bool = typer.Option(False, "--json-summary", help="Print the summary as JSON."),
-    detector: str = DetectorOption,
-    engine=EngineOption,
-    upsample: int | None = UpsampleOption,
-    device: str = DeviceOption,
+    *,
+    pipeline: PipelineOptions,
 ) -> None:
-    """Detect, track and identify faces in a video; write an annotated copy and an event log."""
-    from facesphere.video.pipeline import VideoError, open_video, process_video
+    """Detect, track and identify faces in a video; write an annotated copy and an event log.
+
+    A track is named once its smoothed gallery score reaches --threshold (default: the
+    gallery's model card)."""
+    from facesphere.gallery import Gallery
+    from facesphere.video.pipeline import open_video, process_video
     from facesphere.video.tracker import TrackerConfig
 
     # Our one-line message says why a video is unreadable; keep FFmpeg's own log quiet.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    try:  # fail fast on a bad video, before any model is loaded
-        open_video(source)[0].release()
-    except VideoError as exc:
-        fail(str(exc))
+    open_video(source)[0].release()  # fail fast on a bad video, before any model is loaded
     for target in (out, events_path):
         if target is not None:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 fail(f"{target}: cannot create its folder ({exc.strerror or exc})")
-    gallery = open_gallery(gallery_path) if gallery_path is not None else None
+    gallery = Gallery(gallery_path) if gallery_path is not None else None
     try:
-        analyzer = build_analyzer(detector, engine, upsample, device=device)
+        analyzer = pipeline.build()
         summary = process_video(
             source,
             analyzer,
@@ -101,18 +62,13 @@ def video(
             every=every,
             window=window,
             top_k=top_k,
-            threshold=threshold,
+            threshold=pipeline.threshold,
             tracker_config=TrackerConfig(max_missed=max_missed),
             progress=progress,
         )
-    except VideoError as exc:
-        fail(str(exc))
-    except _gallery_errors() as exc:
-        fail(f"gallery: {exc}")
     finally:
-        close = getattr(gallery, "close", None)
-        if callable(close):
-            close()
+        if gallery is not None:
+            gallery.close()
     if json_summary:
         print_json(summary.to_dict())
         return

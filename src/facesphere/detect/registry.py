@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from facesphere.detect.base import FaceDetector
 from facesphere.registry import Registry
 
-DETECTORS: Registry[FaceDetector] = Registry("detector")
+DETECTORS: Registry[FaceDetector] = Registry(
+    "detector",
+    modules=("facesphere.detect.mmod", "facesphere.detect.hog", "facesphere.detect.thunder"),
+)
+register_detector = DETECTORS.register
+list_detectors = DETECTORS.names
 
 
-def register_detector(
-    name: str,
-) -> Callable[[Callable[..., FaceDetector]], Callable[..., FaceDetector]]:
-    """Decorator registering a detector factory under `name`."""
-    return DETECTORS.register(name)
-
-
-def create_detector(name: str, **kwargs: Any) -> FaceDetector:
-    """Build the detector registered as `name` (e.g. `hog`, `cnn`)."""
-    return DETECTORS.create(name, **kwargs)
-
-
-def list_detectors() -> list[str]:
-    """Names of all registered detectors."""
-    return DETECTORS.names()
+def create_detector(name: str, **options: Any) -> FaceDetector:
+    """Build the detector registered as `name` (`cnn`, `hog`, `thunder`) with its options
+    (each takes `device`; see `DETECTORS.options(name)`); unknown names or options raise
+    ConfigError."""
+    return DETECTORS.create(name, **options)

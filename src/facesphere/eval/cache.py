@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesphere.analyzer import Face
+from facesphere.pipeline.analyzer import Face
 
 
 class EmbeddingCache:

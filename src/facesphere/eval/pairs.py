@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from facesphere.errors import DataError
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -16,7 +18,7 @@ class Pair:
     fold: int
 
 
-class PairsFormatError(ValueError):
+class PairsFormatError(DataError):
     """A pairs file that does not follow its protocol."""
 
 

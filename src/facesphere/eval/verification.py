@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from facesphere.analyzer import Face
-from facesphere.batch import analyze_files, file_sha256
 from facesphere.eval.cache import EmbeddingCache
 from facesphere.eval.metrics import auc, eer, kfold_accuracy, roc_curve, tar_at_far
 from facesphere.eval.pairs import Pair
+from facesphere.io.files import file_sha256
 from facesphere.paths import facesphere_home
+from facesphere.pipeline.analyzer import Face
+from facesphere.pipeline.runner import analyze_files
 
 FAR_LEVELS = (1e-3, 1e-2)
 

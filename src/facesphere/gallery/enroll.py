@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facesphere.batch import file_sha256
+from facesphere.errors import ImageError
 from facesphere.gallery.errors import EnrollImagesError
-from facesphere.gallery.store import DEFAULT_MODEL_VERSION, Gallery
-from facesphere.io.image import ImageError, ImageInput, describe_source
+from facesphere.gallery.store import Gallery
+from facesphere.io.files import file_sha256
+from facesphere.io.image import ImageInput, describe_source
 
 if TYPE_CHECKING:
-    from facesphere.analyzer import FaceAnalyzer
+    from facesphere.pipeline.analyzer import FaceAnalyzer
 
 
 @dataclass
@@ -38,13 +39,6 @@ class EnrollReport:
             "unreadable": [{"image": s, "reason": r} for s, r in self.unreadable],
             "no_face": self.no_face,
         }
-
-
-def model_of(analyzer: FaceAnalyzer) -> tuple[str, str, int]:
-    """(model name, model version, embedding dim) of an analyzer's recognizer."""
-    recognizer = analyzer.recognizer
-    version = str(getattr(recognizer, "version", DEFAULT_MODEL_VERSION))
-    return recognizer.name, version, int(recognizer.embedding_dim)
 
 
 def image_sha256(image: ImageInput, pixels: np.ndarray) -> str:
@@ -73,8 +67,8 @@ def enroll_images(
     EnrollImagesError listing them, unless `skip_bad`, which enrolls the others (and still fails
     when no image is usable). The analyzer's model must be the gallery's.
     """
-    name, version, dim = model_of(analyzer)
-    gallery.check_model(name, version, dim)
+    card = analyzer.card
+    gallery.check_model(card.name, card.version, card.embedding_dim)
     vectors: list[np.ndarray] = []
     sources: list[dict[str, Any]] = []
     used: list[str] = []
@@ -107,7 +101,7 @@ def enroll_images(
         sources,
         metadata=metadata,
         create_subject=create_subject,
-        model=name,
-        model_version=version,
+        model=card.name,
+        model_version=card.version,
     )
     return EnrollReport(subject, face_ids, used, unreadable, no_face)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from facesphere.errors import GalleryError
 
-class GalleryError(Exception):
-    """A gallery operation could not be done; the message says why."""
+__all__ = [
+    "EnrollImagesError",
+    "GalleryError",
+    "GalleryExistsError",
+    "GalleryNotFoundError",
+    "ModelMismatchError",
+    "SubjectExistsError",
+    "SubjectNotFoundError",
+]
 
 
 class GalleryNotFoundError(GalleryError):

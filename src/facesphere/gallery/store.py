@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from facesphere.analyzer import DEFAULT_THRESHOLD
+from facesphere.cards import VERIFY, ModelCard
+from facesphere.errors import ModelError
 from facesphere.gallery.errors import (
     GalleryError,
     GalleryExistsError,
@@ -182,6 +183,7 @@ class Gallery:
         self.model_version: str = meta["model_version"]
         self.dim: int = int(meta["dim"])
         self.created_at: str = meta.get("created_at", "")
+        self._card_json = meta.get("card")
         self.index_dir = Path(f"{self.path}.index")
         self._index: FaceIndex | None = None
         self._dirty = False
@@ -197,12 +199,17 @@ class Gallery:
         model_version: str = DEFAULT_MODEL_VERSION,
         dim: int = DEFAULT_DIM,
         exist_ok: bool = False,
+        card: ModelCard | None = None,
     ) -> Gallery:
-        """Create a gallery for `dim`-d embeddings of `model` (version `model_version`).
+        """Create a gallery for `dim`-d embeddings of `model` (version `model_version`), or of
+        the model of `card` (stored with the gallery: its thresholds decide identification).
 
         An existing gallery is opened when `exist_ok` and it was made for the same model,
         version and dimension; otherwise GalleryExistsError / ModelMismatchError.
         """
+        if card is not None:
+            model, model_version = card.name, card.version
+            dim = int(card.embedding_dim or 0)
         path = Path(path)
         if not model or not str(model).strip():
             raise GalleryError("the model name must not be empty")
@@ -230,6 +237,8 @@ class Gallery:
                         "generation": "0",
                         "created_at": _now(),
                     }
+                    if card is not None:
+                        rows["card"] = card.to_json()
                     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
                 conn.execute("COMMIT")
             except BaseException:
@@ -328,6 +337,33 @@ class Gallery:
             return self._generation(self._conn)
 
     # -- checks ------------------------------------------------------------------------------
+
+    @property
+    def card(self) -> ModelCard | None:
+        """The card of the gallery's model: the one stored at creation, else the registered
+        recognizer of the same name and version (None when neither exists)."""
+        if self._card_json:
+            return ModelCard.from_json(self._card_json)
+        from facesphere.recognize.registry import RECOGNIZERS
+
+        if self.model in RECOGNIZERS:
+            card = RECOGNIZERS.card(self.model)
+            if card is not None and card.version == self.model_version:
+                return card
+        return None
+
+    def default_threshold(self) -> float:
+        """The identification threshold of the gallery's model card (its verification one)."""
+        card = self.card
+        if card is None:
+            raise GalleryError(
+                f"gallery {self.path} holds {self.model} embeddings without a model card; "
+                "pass a threshold"
+            )
+        try:
+            return card.threshold(VERIFY).value
+        except ModelError as exc:
+            raise GalleryError(str(exc)) from None
 
     def check_model(
         self, model: str | None = None, model_version: str | None = None, dim: int | None = None
@@ -668,11 +704,11 @@ class Gallery:
     ) -> list[Identification]:
         """For each query embedding, the `top_k` subjects ranked by their best face's cosine
         similarity; `identity` is None (unknown) when the best is under `threshold`
-        (default: the pipeline's verification threshold)."""
+        (default: `default_threshold()`, from the model card)."""
         self.check_model(model, model_version)
         if int(top_k) < 1:
             raise GalleryError(f"top_k must be at least 1, got {top_k}")
-        cut = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        cut = self.default_threshold() if threshold is None else float(threshold)
         queries = self._prepare(embeddings)
         with self._lock:
             index = self._current_index()

@@ -12,18 +12,11 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facesphere.errors import ImageError
+
 DEFAULT_MAX_PIXELS = 50_000_000
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Image.Image]  # noqa: UP007
-
-
-class ImageError(ValueError):
-    """An input could not be used as an image; the message names the source and the reason."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
-        self.source = source
-        self.reason = reason
 
 
 def describe_source(src: object) -> str:

@@ -29,20 +29,19 @@ def count_flops(
 ) -> int:
     """Forward FLOPs for one batch, as counted by :class:`FlopCounterMode`.
 
-    ``input_size`` is (H, W) or (C, H, W); by default the model's ``input_size`` attribute with 3
-    channels. torch counts a multiply-add as 2 FLOPs, so MACs are half the result. The model is
-    run once in eval mode under ``torch.no_grad`` (a model on the ``meta`` device works and
+    ``input_size`` is (width, height); by default the model's ``input_size`` attribute. Inputs
+    have 3 channels. torch counts a multiply-add as 2 FLOPs, so MACs are half the result. The
+    model is run once in eval mode under ``torch.no_grad`` (a model on the ``meta`` device works and
     costs nothing); its training flag is restored afterwards.
     """
     if input_size is None:
         input_size = getattr(model, "input_size", None)
         if input_size is None:
             raise ValueError("input_size is required for a model without an input_size attribute")
-    shape = tuple(int(s) for s in input_size)
-    if len(shape) == 2:
-        shape = (3, *shape)
-    if len(shape) != 3:
-        raise ValueError(f"input_size must be (H, W) or (C, H, W), got {tuple(input_size)}")
+    if len(input_size) != 2:
+        raise ValueError(f"input_size must be (width, height), got {tuple(input_size)}")
+    width, height = (int(s) for s in input_size)
+    shape = (3, height, width)
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")

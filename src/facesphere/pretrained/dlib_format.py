@@ -20,13 +20,16 @@ returns the layers innermost first, the order in which their parameters appear i
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from facesphere.cards import ModelCard
+from facesphere.errors import ModelError
+from facesphere.pretrained.files import card_file
 
 _SPECIAL_EXPONENTS = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
 
@@ -59,7 +62,7 @@ INPUT_NAMES = frozenset(
 LOSS_NAMES = frozenset({"loss_metric_", "loss_metric_2", "loss_mmod_"})
 
 
-class DlibFormatError(ValueError):
+class DlibFormatError(ModelError, ValueError):
     """A file is not a readable dlib model of the expected kind."""
 
 
@@ -568,10 +571,14 @@ def load_shape_predictor(path: Path | str) -> ShapePredictorData:
     return read_shape_predictor(data, name)
 
 
-@functools.lru_cache(maxsize=4)
-def load_pretrained(key: str) -> DlibNetwork | ShapePredictorData:
-    """Read (and cache) one of the bundled dlib models: 'resnet', 'mmod' or 'shape5'."""
-    from facesphere.pretrained.files import dlib_model_path
+_LOADED: dict[str, DlibNetwork | ShapePredictorData] = {}
 
-    path = dlib_model_path(key)
-    return load_shape_predictor(path) if key.startswith("shape") else load_network(path)
+
+def load_pretrained(card: ModelCard) -> DlibNetwork | ShapePredictorData:
+    """Read (once per process) the dlib file a card names, after checking its sha256."""
+    if card.name not in _LOADED:
+        path = card_file(card)
+        _LOADED[card.name] = (
+            load_shape_predictor(path) if card.task == "landmarks" else load_network(path)
+        )
+    return _LOADED[card.name]

@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesphere.pretrained._dlib_torch import LayerCursor, conv_affine
-from facesphere.pretrained.dlib_format import DlibFormatError, DlibNetwork, load_pretrained
+from facesphere.pretrained.dlib_format import DlibNetwork
 
 
-def _lround(x: np.ndarray | float) -> np.ndarray:
+def lround(x: np.ndarray | float) -> np.ndarray:
     """C's lround: halves rounded away from zero."""
     x = np.asarray(x, dtype=np.float64)
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
@@ -129,7 +129,7 @@ def pyramid_rects(
     return rects, out_nr, out_nc
 
 
-def _resize_aligned(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def resize_aligned(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Corner-aligned bilinear resize (dlib's resize_image) of (N, C, H, W)."""
     if x.shape[2] == h and x.shape[3] == w:
         return x
@@ -138,8 +138,8 @@ def _resize_aligned(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def pyramid_up_size(nr: int, nc: int) -> tuple[int, int]:
     """Output size of dlib's pyramid_up with pyramid_down<2>."""
-    bottom = int(_lround((nr - 1 + 0.75) * 2))
-    right = int(_lround((nc - 1 + 1.25) * 2))
+    bottom = int(lround((nr - 1 + 0.75) * 2))
+    right = int(lround((nc - 1 + 1.25) * 2))
     return bottom + 1, right + 1
 
 
@@ -157,109 +157,3 @@ def overlaps_nms(kept: np.ndarray, box: np.ndarray, iou: float, covered: float) 
     with np.errstate(divide="ignore", invalid="ignore"):
         hit = (inner / (ow * oh) > iou) | (inner / area_k > covered) | (inner / area_b > covered)
     return bool(np.any(hit & (inner > 0)))
-
-
-class TorchMMODDetector:
-    """dlib's CNN face detector on torch; `detect` returns [(box, score)] by score desc."""
-
-    name = "dlib-mmod"
-
-    def __init__(
-        self, device: str = "cpu", upsample: int = 0, adjust_threshold: float = 0.0
-    ) -> None:
-        net = load_pretrained("mmod")
-        if not isinstance(net, DlibNetwork) or net.loss.get("kind") != "mmod":
-            raise DlibFormatError("the bundled MMOD file is not an MMOD detector")
-        if net.loss.get("use_bounding_box_regression"):
-            raise DlibFormatError(f"{net.path}: bounding box regression is not supported")
-        self.device = torch.device(device)
-        self.upsample = int(upsample)
-        if self.upsample < 0:
-            raise ValueError("upsample must be >= 0")
-        self.adjust_threshold = float(adjust_threshold)
-        self.model = MMODNet(net).eval().to(self.device).to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(
-            net.input["mean_rgb"], dtype=torch.float32, device=self.device
-        ).view(1, 3, 1, 1)
-        self.padding = int(net.input["pyramid_padding"])
-        self.outer_padding = int(net.input["pyramid_outer_padding"])
-        self.windows = [(w["width"], w["height"]) for w in net.loss["detector_windows"]]
-        self.nms_iou = float(net.loss["nms_iou"])
-        self.nms_covered = float(net.loss["nms_percent_covered"])
-
-    # -- stages -------------------------------------------------------------------------------
-    def _upsampled(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(self.device)
-        x = x.permute(2, 0, 1)[None].float()
-        for _ in range(self.upsample):
-            h, w = pyramid_up_size(x.shape[2], x.shape[3])
-            x = torch.floor(_resize_aligned(x, h, w))
-        return x
-
-    def tiled_pyramid(self, image: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
-        """The network input for `image` (after upsampling) and the level rectangles."""
-        x = self._upsampled(image)
-        rects, out_nr, out_nc = pyramid_rects(
-            x.shape[2], x.shape[3], self.padding, self.outer_padding
-        )
-        tiled = torch.zeros((1, 3, out_nr, out_nc), device=self.device)
-        level = (x - self.mean) * (1.0 / 256.0)
-        for i, (left, top, right, bottom) in enumerate(rects):
-            if i > 0:
-                level = _resize_aligned(level, bottom - top + 1, right - left + 1)
-            tiled[:, :, top : bottom + 1, left : right + 1] = level
-        return tiled, rects
-
-    def _boxes(
-        self, scores: np.ndarray, rects: list[tuple[int, ...]]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        k_idx, rows, cols = np.nonzero(scores > self.adjust_threshold)
-        values = scores[k_idx, rows, cols].astype(np.float64)
-        if len(values) == 0:
-            return np.zeros((0, 4)), values
-        px = cols * self.model.cell_scale + self.model.cell_offset
-        py = rows * self.model.cell_scale + self.model.cell_offset
-        r = np.asarray(rects, dtype=np.float64)  # (L, 4)
-        cx = np.clip(px[:, None], r[None, :, 0], r[None, :, 2])
-        cy = np.clip(py[:, None], r[None, :, 1], r[None, :, 3])
-        level = np.argmin(np.hypot(cx - px[:, None], cy - py[:, None]), axis=1)
-        win = np.asarray(self.windows, dtype=np.float64)[k_idx]
-        half_w = (win[:, 0] - 1) / 2
-        half_h = (win[:, 1] - 1) / 2
-        box = np.stack([px - half_w, py - half_h, px + half_w, py + half_h], axis=1)
-        box -= r[level][:, [0, 1, 0, 1]]
-        for lv in range(1, int(level.max()) + 1 if len(level) else 1):
-            sel = level >= lv
-            box[sel] = box[sel] * 1.2 + 0.3
-        order = np.argsort(-values, kind="stable")
-        return box[order], values[order]
-
-    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Faces in RGB uint8 `image` (H, W, 3): [(float32 [x1, y1, x2, y2] inclusive, score)]."""
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] < 3:
-            raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
-        image = image[:, :, :3]
-        with torch.inference_mode():
-            tiled, rects = self.tiled_pyramid(image)
-            tiled = tiled.contiguous(memory_format=torch.channels_last)
-            scores = self.model(tiled)[0].float().cpu().numpy()
-        boxes, values = self._boxes(scores, rects)
-        kept: list[np.ndarray] = []
-        kept_scores: list[float] = []
-        for box, score in zip(_lround(boxes), values, strict=True):
-            if overlaps_nms(np.asarray(kept).reshape(-1, 4), box, self.nms_iou, self.nms_covered):
-                continue
-            kept.append(box)
-            kept_scores.append(float(score))
-        out: list[tuple[np.ndarray, float]] = []
-        for box, score in zip(kept, kept_scores, strict=True):
-            b = box.astype(np.float64)
-            if self.upsample:
-                for _ in range(self.upsample):
-                    b = b / 2.0 - np.array([1.25, 0.75, 1.25, 0.75])
-                b = _lround(b)
-            out.append((b.astype(np.float32), score))
-        return out

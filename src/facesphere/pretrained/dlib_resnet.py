@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesphere.align.templates import DLIB_150
 from facesphere.pretrained._dlib_torch import LayerCursor, add_prev, conv_affine
+from facesphere.pretrained.cards import DLIB_RESNET
 from facesphere.pretrained.dlib_format import DlibFormatError, DlibNetwork, load_pretrained
 
 # (channels, downsample) for every residual unit, innermost first.
@@ -98,47 +98,6 @@ class DlibResNet(nn.Module):
 
 def load_dlib_resnet(normalize: bool = True) -> DlibResNet:
     """The bundled dlib ResNet as an eval-mode torch module."""
-    net = load_pretrained("resnet")
+    net = load_pretrained(DLIB_RESNET)
     assert isinstance(net, DlibNetwork)
     return DlibResNet(net, normalize=normalize).eval()
-
-
-class TorchDlibRecognizer:
-    """dlib's face recogniser on torch: 150x150 uint8 RGB chips -> unit 128-d embeddings."""
-
-    embedding_dim = 128
-    chip_size = 150
-    name = "dlib-resnet"
-    template = DLIB_150
-
-    def __init__(self, device: str = "cpu", batch_size: int = 32) -> None:
-        self.device = torch.device(device)
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.model = load_dlib_resnet().to(self.device)
-        self.channels_last = self.device.type == "cuda"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """Embed uint8 RGB chips (N, 150, 150, 3); returns float32 (N, 128), L2-normalised."""
-        chips = np.asarray(chips)
-        if chips.ndim == 3:
-            chips = chips[None]
-        if chips.ndim != 4 or chips.shape[1:] != (self.chip_size, self.chip_size, 3):
-            raise ValueError(f"expected chips of shape (N, 150, 150, 3), got {chips.shape}")
-        out = np.empty((len(chips), self.embedding_dim), np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(chips), self.batch_size):
-                batch = torch.from_numpy(
-                    np.ascontiguousarray(chips[start : start + self.batch_size])
-                )
-                x = batch.to(self.device).permute(0, 3, 1, 2).float()
-                x = x.contiguous(
-                    memory_format=torch.channels_last
-                    if self.channels_last
-                    else torch.contiguous_format
-                )
-                out[start : start + len(batch)] = self.model(x).float().cpu().numpy()
-        return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facesphere.pretrained.dlib_format import ShapePredictorData, load_pretrained
+from facesphere.pretrained.dlib_format import ShapePredictorData
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:
@@ -54,21 +54,15 @@ def rgb_to_dlib_grey(image: np.ndarray) -> np.ndarray:
     return (image[..., :3].astype(np.uint16).sum(axis=-1) // 3).astype(np.float32)
 
 
-class TorchShapePredictor:
-    """dlib's shape predictor (5 landmarks by default) evaluated in batch over faces.
+class ShapeCascade:
+    """dlib's shape predictor (a regression-tree cascade) evaluated in batch over faces.
 
     `predict` returns landmark positions rounded to whole pixels like dlib (its
     full_object_detection stores integer points); pass ``subpixel=True`` for the unrounded
     positions.
     """
 
-    name = "dlib-shape5"
-
-    def __init__(self, data: ShapePredictorData | None = None) -> None:
-        if data is None:
-            loaded = load_pretrained("shape5")
-            assert isinstance(loaded, ShapePredictorData)
-            data = loaded
+    def __init__(self, data: ShapePredictorData) -> None:
         self.data = data
         self.num_parts = data.initial_shape.shape[0]
         leaves = data.leaf_values.shape[2]

@@ -27,7 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from facesphere.analyzer import NoFaceError
+from facesphere.errors import ImageError, NoFaceError
 from facesphere.gallery import (
     Gallery,
     GalleryNotFoundError,
@@ -36,14 +36,14 @@ from facesphere.gallery import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
-from facesphere.gallery.enroll import image_sha256, model_of
-from facesphere.io.image import ImageError, load_image
+from facesphere.gallery.enroll import image_sha256
+from facesphere.io.image import load_image
 from facesphere.paths import facesphere_home
 from facesphere.serve.keys import ApiKey, KeyStore, valid_gallery_name
 from facesphere.serve.limits import BodySizeLimit, KeyGate
 
 if TYPE_CHECKING:
-    from facesphere.analyzer import Face, FaceAnalyzer
+    from facesphere.pipeline.analyzer import Face, FaceAnalyzer
 
 log = logging.getLogger("facesphere.serve")
 
@@ -91,7 +91,7 @@ class _AnalyzerHolder:
             with self._build_lock:
                 if self._analyzer is None:
                     if self._factory is None:
-                        from facesphere.analyzer import FaceAnalyzer
+                        from facesphere.pipeline.analyzer import FaceAnalyzer
 
                         self._analyzer = FaceAnalyzer()
                     else:
@@ -158,7 +158,8 @@ class ServiceState:
 
     def create_gallery(self, name: str) -> tuple[Gallery, bool]:
         """Create gallery `name` for the analyzer's model; (gallery, whether it is new)."""
-        model, version, dim = model_of(self.holder.get())
+        card = self.holder.get().card
+        model, version, dim = card.model_key
         with self._galleries_lock:
             try:
                 cached = self._galleries.get(name)
@@ -166,9 +167,7 @@ class ServiceState:
                     cached.check_model(model, version, dim)
                     return cached, False
                 existed = self.gallery_path(name).is_file()
-                gallery = Gallery.create(
-                    self.gallery_path(name), model, version, dim, exist_ok=True
-                )
+                gallery = Gallery.create(self.gallery_path(name), exist_ok=True, card=card)
             except ModelMismatchError as exc:
                 raise _error(
                     409, f"gallery {name!r} exists for another model than {model} v{version}"
@@ -356,7 +355,7 @@ def create_app(
         """
         pixels = state.decode(_read_upload(image), "image")
         faces = state.run("analyze", pixels)
-        model, version, dim = model_of(state.holder.get())
+        model, version, dim = state.holder.get().card.model_key
         return {
             "model": model,
             "model_version": version,
@@ -523,7 +522,7 @@ def create_app(
             gallery.subject(subject)
         except SubjectNotFoundError as exc:
             raise _error(404, f"no subject named {subject!r}") from exc
-        model, version, dim = model_of(state.holder.get())
+        model, version, dim = state.holder.get().card.model_key
         try:
             gallery.check_model(model, version, dim)
         except ModelMismatchError as exc:
@@ -595,7 +594,7 @@ def create_app(
         faces = state.run("analyze", pixels)
         if not faces:
             return {"faces": []}
-        model, version, _ = model_of(state.holder.get())
+        model, version, _ = state.holder.get().card.model_key
         cut = state.holder.get().threshold if threshold is None else threshold
         try:
             results = gallery.identify(
@@ -630,7 +629,7 @@ def app_from_env() -> FastAPI:
             import torch
 
             torch.set_num_threads(int(threads))
-        from facesphere.analyzer import FaceAnalyzer
+        from facesphere.pipeline.analyzer import FaceAnalyzer
 
         return FaceAnalyzer(**analyzer_options)
 

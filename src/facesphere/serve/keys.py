@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from facesphere.errors import ServiceError
 from facesphere.paths import facesphere_home
 
 KEYS_FILE = "keys.sqlite"
@@ -50,7 +51,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name)
 """
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(ServiceError):
     """A key operation could not be done; the message says why."""
 
 

@@ -10,13 +10,15 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from facesphere.errors import FacesphereError
+
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 
-class BodyTooLargeError(Exception):
+class BodyTooLargeError(FacesphereError):
     """Raised from `receive` once a request body passes the limit."""
 
 

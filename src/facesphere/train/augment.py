@@ -11,11 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facesphere.cards import TRAINING_NORMALIZATION
 from facesphere.train.config import AugmentConfig
-
-MEAN = 127.5
-STD = 127.5
-"""Input normalisation of the trained models: ``(pixel - MEAN) / STD`` on RGB in 0..255."""
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -76,5 +73,5 @@ def augment(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HWC 0..255 image -> normalised float32 CHW tensor."""
-    array = (np.asarray(image, dtype=np.float32) - MEAN) / STD
+    array = TRAINING_NORMALIZATION.apply(image)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

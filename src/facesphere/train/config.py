@@ -16,13 +16,12 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from facesphere.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration key that is unknown or holds an invalid value."""
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"config key {key!r}: {message}")
-        self.key = key
+def _bad(key: str, message: str) -> ConfigError:
+    """The error for configuration key `key`."""
+    return ConfigError(message, key=key)
 
 
 DATA_KINDS = ("shards", "folder", "recordio", "center_crop")
@@ -156,37 +155,37 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(key, f"expected true or false, got {value!r}")
+        raise _bad(key, f"expected true or false, got {value!r}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(key, f"expected an integer, got {value!r}")
+        raise _bad(key, f"expected an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(key, f"expected a number, got {value!r}")
+        raise _bad(key, f"expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(key, f"expected a string, got {value!r}")
+        raise _bad(key, f"expected a string, got {value!r}")
     if origin is dict:
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
-        raise ConfigError(key, f"expected a mapping, got {value!r}")
-    raise ConfigError(key, f"unsupported value {value!r}")  # pragma: no cover
+        raise _bad(key, f"expected a mapping, got {value!r}")
+    raise _bad(key, f"unsupported value {value!r}")  # pragma: no cover
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:
     """Instantiate dataclass ``cls`` from the mapping ``values`` (keys checked)."""
     if not isinstance(values, dict):
-        raise ConfigError(prefix.rstrip(".") or "<root>", f"expected a mapping, got {values!r}")
+        raise _bad(prefix.rstrip(".") or "<root>", f"expected a mapping, got {values!r}")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(full, f"unknown key; known: {', '.join(sorted(names))}")
+            raise _bad(full, f"unknown key; known: {', '.join(sorted(names))}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value or {}, f"{full}.")
@@ -197,7 +196,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        raise _bad(key, f"must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _positive(key: str, value: float | None, allow_zero: bool = False) -> None:
@@ -205,7 +204,7 @@ def _positive(key: str, value: float | None, allow_zero: bool = False) -> None:
         return
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(key, f"must be {bound}, got {value!r}")
+        raise _bad(key, f"must be {bound}, got {value!r}")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -214,12 +213,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     from facesphere.models.heads import list_heads
 
     if config.backbone not in list_backbones():
-        raise ConfigError(
+        raise _bad(
             "backbone",
             f"unknown backbone {config.backbone!r}; known: {', '.join(list_backbones())}",
         )
     if config.head not in list_heads():
-        raise ConfigError("head", f"unknown head {config.head!r}; known: {', '.join(list_heads())}")
+        raise _bad("head", f"unknown head {config.head!r}; known: {', '.join(list_heads())}")
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("amp", config.amp, AMP_DTYPES)
@@ -233,38 +232,38 @@ def validate(config: TrainConfig) -> TrainConfig:
     _positive("grad_clip", config.grad_clip)
     _positive("poly_power", config.poly_power)
     if not 0.0 < config.sample_rate <= 1.0:
-        raise ConfigError("sample_rate", f"must be in (0, 1], got {config.sample_rate!r}")
+        raise _bad("sample_rate", f"must be in (0, 1], got {config.sample_rate!r}")
     if (config.epochs is None) == (config.steps is None):
-        raise ConfigError("steps", "give exactly one of 'epochs' and 'steps'")
+        raise _bad("steps", "give exactly one of 'epochs' and 'steps'")
     _positive("epochs", config.epochs)
     _positive("steps", config.steps)
     if config.min_lr > config.lr:
-        raise ConfigError("min_lr", f"must not exceed lr ({config.lr})")
+        raise _bad("min_lr", f"must not exceed lr ({config.lr})")
     if not config.data.source:
-        raise ConfigError("data.source", "a data source path is required")
+        raise _bad("data.source", "a data source path is required")
     _positive("data.max_identities", config.data.max_identities)
     _positive("data.min_images", config.data.min_images)
     _positive("data.val_identities", config.data.val_identities, allow_zero=True)
     if not 0.0 < config.data.crop_fraction <= 1.0:
-        raise ConfigError("data.crop_fraction", "must be in (0, 1]")
+        raise _bad("data.crop_fraction", "must be in (0, 1]")
     for key in ("color_jitter", "random_crop", "blur", "low_res", "grayscale"):
         value = getattr(config.augment, key)
         if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"augment.{key}", f"is a probability in [0, 1], got {value!r}")
+            raise _bad(f"augment.{key}", f"is a probability in [0, 1], got {value!r}")
     if not 0.0 < config.augment.crop_scale <= 1.0:
-        raise ConfigError("augment.crop_scale", "must be in (0, 1]")
+        raise _bad("augment.crop_scale", "must be in (0, 1]")
     _positive("augment.color_strength", config.augment.color_strength, allow_zero=True)
     _positive("val.every", config.val.every, allow_zero=True)
     _positive("val.pairs_per_fold", config.val.pairs_per_fold)
     _positive("val.batch_size", config.val.batch_size)
     if config.val.folds < 2:
-        raise ConfigError("val.folds", "needs at least 2 folds")
+        raise _bad("val.folds", "needs at least 2 folds")
     if (
         config.val.every
         and not config.val.pairs
         and config.data.val_identities < 2 * (config.val.folds)
     ):
-        raise ConfigError(
+        raise _bad(
             "data.val_identities",
             f"validation without val.pairs needs at least {2 * config.val.folds} held-out "
             "identities (2 per fold)",
@@ -275,15 +274,15 @@ def validate(config: TrainConfig) -> TrainConfig:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=value"`` -> (["a", "b"], YAML-parsed value)."""
     if "=" not in text:
-        raise ConfigError(text, "overrides look like key=value")
+        raise _bad(text, "overrides look like key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(text, "empty key in override")
+        raise _bad(text, "empty key in override")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(key, f"cannot parse value {raw!r}: {exc}") from None
+        raise _bad(key, f"cannot parse value {raw!r}: {exc}") from None
     return key.split("."), value
 
 
@@ -297,7 +296,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(".".join(path), f"{part!r} is not a section")
+                raise _bad(".".join(path), f"{part!r} is not a section")
             node = child
         node[path[-1]] = value
     return raw
@@ -315,9 +314,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise _bad("--config", f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+        raise _bad("--config", f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError("<root>", f"{path} must hold a mapping")
+        raise _bad("<root>", f"{path} must hold a mapping")
     return config_from_dict(raw, overrides)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facesphere.batch import IMAGE_SUFFIXES
+from facesphere.io.files import IMAGE_SUFFIXES
 from facesphere.train.augment import augment, resize, to_tensor
 from facesphere.train.config import AugmentConfig, DataConfig
 

@@ -19,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from facesphere.align.templates import TEMPLATES
-from facesphere.batch import IMAGE_SUFFIXES
+from facesphere.io.files import IMAGE_SUFFIXES
 from facesphere.train.shards import (
     ShardWriter,
     new_manifest,
@@ -36,7 +36,7 @@ def _init(config: dict[str, Any], template: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from facesphere.analyzer import FaceAnalyzer
+    from facesphere.pipeline.analyzer import FaceAnalyzer
 
     _worker = FaceAnalyzer(**config)
     _worker_template = template
@@ -47,7 +47,7 @@ def crop_face(
 ) -> tuple[str, bytes | None, str]:
     """(path, JPEG of the main face aligned to ``template`` or None, reason when None)."""
     from facesphere.align.templates import align_face, dlib5_to_standard5
-    from facesphere.io.image import ImageError
+    from facesphere.errors import ImageError
     from facesphere.train.recordio import encode_jpeg
 
     try:
@@ -88,14 +88,14 @@ def prepare(
     out: str | Path,
     workers: int = 1,
     shard_bytes: int = 256 << 20,
-    detector: str = "cnn",
-    upsample: int | None = None,
+    analyzer_config: dict[str, Any] | None = None,
     progress: bool = True,
     limit_identities: int | None = None,
     template: str = "standard112",
 ) -> dict[str, Any]:
     """Build (or resume building) a shard folder ``out`` from identity folders in ``src``,
-    with crops aligned to ``template`` (``standard112`` or ``dlib150``)."""
+    with crops aligned to ``template`` (``standard112`` or ``dlib150``); faces are found by a
+    FaceAnalyzer of ``analyzer_config`` (default: the default pipeline)."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
     src, out = Path(src), Path(out)
@@ -119,14 +119,14 @@ def prepare(
         write_manifest(out, manifest)
     done = {name for shard in manifest["shards"] for name in shard["identities"]}
     todo = [(label, name, files) for label, (name, files) in enumerate(people) if name not in done]
-    config = {"detector": detector, "upsample": upsample}
+    config = dict(analyzer_config or {})
     total = sum(len(files) for _, _, files in todo)
     bar = tqdm(total=total, desc="prepare", unit="img", disable=not progress)
 
     def crops() -> Iterator[tuple[str, bytes | None, str]]:
         paths = [str(f) for _, _, files in todo for f in files]
         if workers <= 1:
-            from facesphere.analyzer import FaceAnalyzer
+            from facesphere.pipeline.analyzer import FaceAnalyzer
 
             analyzer = FaceAnalyzer(**config)
             yield from (crop_face(analyzer, p, template=template) for p in paths)

@@ -28,13 +28,15 @@ from typing import BinaryIO
 
 import numpy as np
 
+from facesphere.errors import DataError
+
 MAGIC = 0xCED7230A
 _HEADER = struct.Struct("<IfQQ")
 _WORD = struct.Struct("<I")
 _LENGTH_MASK = (1 << 29) - 1
 
 
-class RecordIOError(ValueError):
+class RecordIOError(DataError):
     """A malformed RecordIO file."""
 
 

@@ -34,7 +34,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from facesphere.train.augment import MEAN, STD
+from facesphere.cards import TRAINING_NORMALIZATION
+from facesphere.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    backbone_template,
+    load_backbone_state,
+    save_backbone,
+    trained_card,
+)
 from facesphere.train.config import TrainConfig
 from facesphere.train.data import (
     EpochSampler,
@@ -51,8 +58,6 @@ from facesphere.train.data import (
 
 log = logging.getLogger("facesphere.train")
 
-CHECKPOINT_FORMAT = "facesphere-checkpoint"
-MODEL_FORMAT = "facesphere-backbone"
 METRIC_COLUMNS = ["step", "epoch", "loss", "lr", "images_per_s", "elapsed_s"]
 VAL_COLUMNS = ["step", "accuracy", "std", "best"]
 
@@ -99,41 +104,6 @@ def _sum_hook(state, bucket):  # unannotated: DDP rejects string annotations on 
 
 
 # -- model pieces --------------------------------------------------------------------------------
-
-
-def backbone_template(backbone: nn.Module) -> str:
-    """The alignment template a backbone's crops use (``standard112`` unless it says)."""
-    return str(getattr(backbone, "template", "standard112"))
-
-
-def _input_size(template: str) -> list[int]:
-    """[width, height] of the crops of ``template`` (as recorded in backbone files)."""
-    height, width = crop_size(template)
-    return [width, height]
-
-
-def load_backbone_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Backbone weights + metadata from a backbone file, a checkpoint folder or a rank file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "rank-0.pt"
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or blob.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
-        raise ValueError(f"{path} is not a facesphere checkpoint or backbone file")
-    if blob["format"] == MODEL_FORMAT:
-        return blob["state_dict"], blob
-    cfg = blob["config"]
-    meta = {
-        "backbone": cfg["backbone"],
-        "embedding_dim": cfg["embedding_dim"],
-        "backbone_kwargs": cfg.get("backbone_kwargs", {}),
-        "template": blob.get("template", "standard112"),
-        "input_size": _input_size(blob.get("template", "standard112")),
-        "mean": MEAN,
-        "std": STD,
-        "step": blob.get("step"),
-    }
-    return blob["model"], meta
 
 
 def _build_head(
@@ -289,8 +259,8 @@ class Validator:
         model.eval()
         out = []
         for start in range(0, len(self.images), self.batch_size):
-            chips = torch.from_numpy(self.images[start : start + self.batch_size]).to(device)
-            x = (chips.permute(0, 3, 1, 2).float() - MEAN) / STD
+            chips = TRAINING_NORMALIZATION.apply(self.images[start : start + self.batch_size])
+            x = torch.from_numpy(chips).to(device).permute(0, 3, 1, 2)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             emb = model(x).float() + model(x.flip(3)).float()
@@ -328,26 +298,18 @@ def find_latest_checkpoint(output: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_backbone(
+def _save_backbone(
     path: Path, backbone: nn.Module, config: TrainConfig, step: int, extra: dict | None = None
 ) -> None:
-    """A self-describing backbone file (what export and init_backbone read)."""
-    blob = {
-        "format": MODEL_FORMAT,
-        "backbone": config.backbone,
-        "embedding_dim": config.embedding_dim,
-        "backbone_kwargs": config.backbone_kwargs,
-        "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
-        "template": backbone_template(backbone),
-        "input_size": _input_size(backbone_template(backbone)),
-        "mean": MEAN,
-        "std": STD,
-        "step": step,
-        **(extra or {}),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    """A backbone file with the card of this run's model."""
+    card = trained_card(
+        config.backbone,
+        config.embedding_dim,
+        backbone_template(backbone),
+        step,
+        str(config.data.source),
+    )
+    save_backbone(path, backbone, card, config.backbone, config.backbone_kwargs, step, extra)
 
 
 def _train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -618,7 +580,7 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
                         improved = best is None or acc > best
                         if improved:
                             best = acc
-                            save_backbone(
+                            _save_backbone(
                                 output / "best.pt", _unwrap(model), config, step, {"accuracy": acc}
                             )
                         _train_mode(model, config.freeze_bn)
@@ -643,7 +605,7 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
                 if step >= end:
                     break
         if rank == 0 and step >= total:
-            save_backbone(output / "model.pt", _unwrap(model), config, step)
+            _save_backbone(output / "model.pt", _unwrap(model), config, step)
     finally:
         bar.close()
         logger.close()

@@ -20,13 +20,10 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from facesphere.errors import VideoError
 from facesphere.video.tracker import Detection, Match, Tracker, TrackerConfig, TrackEvent
 
 DEFAULT_FPS = 25.0
-
-
-class VideoError(ValueError):
-    """A video could not be read or written; the message says which and why."""
 
 
 @runtime_checkable
@@ -35,6 +32,10 @@ class Identifier(Protocol):
     subjects first, as (subject, score) pairs or objects with `.subject` and `.score`."""
 
     def identify(self, embeddings: np.ndarray, top_k: int = 5) -> Sequence[Any]: ...
+
+    def default_threshold(self) -> float:
+        """The score at which a match names a face (from the gallery's model card)."""
+        ...
 
 
 def identify_matches(gallery: Identifier, embeddings: np.ndarray, top_k: int) -> list[list[Match]]:
@@ -341,7 +342,8 @@ def process_video(
     `.score`, `.embedding`); gallery: optional `Identifier`; out: annotated video (mp4v);
     events_path: JSON lines of track events; every: detect on every n-th frame; window:
     identity smoothing window (observations); threshold: smoothed score needed to name a
-    track (default: the gallery's `threshold`, else the analyzer's). Raises VideoError.
+    track (default: the gallery's `default_threshold()`; without a gallery no track is
+    named). Raises VideoError.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -350,9 +352,7 @@ def process_video(
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if threshold is None:
-        threshold = getattr(gallery, "threshold", None)
-    if threshold is None:
-        threshold = float(getattr(analyzer, "threshold", 0.9))
+        threshold = gallery.default_threshold() if gallery is not None else math.inf
     config = tracker_config or TrackerConfig()
     tracker = Tracker(config, window=window, threshold=float(threshold))
 

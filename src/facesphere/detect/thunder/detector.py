@@ -1,8 +1,8 @@
 """The ``thunder`` detector: a trained ThunderNet face model with its own five landmarks.
 
 Weights come from, in order: the ``weights`` argument, ``$FACESPHERE_THUNDER_WEIGHTS``, or
-the bundled ``facesphere/assets/thunder_snet49.pt``. ``detect_with_landmarks`` returns the
-detections together with standard-5 points (scheme ``standard5``).
+the bundled ``facesphere/assets/thunder_snet49.pt`` (checked against its card's sha256).
+Every detection carries its standard-5 points (scheme ``standard5``).
 """
 
 from __future__ import annotations
@@ -15,24 +15,24 @@ import torch
 from PIL import Image
 
 from facesphere.detect.base import Detection
-from facesphere.detect.thunder.data import MEAN, SCALE
-from facesphere.detect.thunder.model import ProposalSettings, landmarks_from_offsets
+from facesphere.detect.geometry import rgb_image
+from facesphere.detect.thunder.model import ProposalSettings, landmarks_from_offsets, load_model
 from facesphere.detect.thunder.ops import clip_boxes, decode_boxes, nms
+from facesphere.errors import ModelFileError
+from facesphere.pretrained.cards import THUNDER
+from facesphere.pretrained.files import card_file
 
 WEIGHTS_ENV = "FACESPHERE_THUNDER_WEIGHTS"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "thunder_snet49.pt"
-
-
-class ThunderWeightsMissing(FileNotFoundError):
-    """No trained ThunderNet weights were found."""
 
 
 def resolve_weights(weights: str | Path | None = None) -> Path:
-    """The weights file to load (argument, environment, bundled), or a clear error."""
-    candidate = weights or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
+    """The weights file to load (argument, environment, else the bundled and verified one)."""
+    candidate = weights or os.environ.get(WEIGHTS_ENV)
+    if candidate is None:
+        return card_file(THUNDER)
     path = Path(candidate).expanduser()
     if not path.is_file():
-        raise ThunderWeightsMissing(
+        raise ModelFileError(
             f"no trained ThunderNet weights at {path}; train them with `facesphere "
             f"train-detector --config configs/thunder.yaml` and pass weights=PATH or set "
             f"{WEIGHTS_ENV}"
@@ -47,8 +47,7 @@ class ThunderDetector:
     square; boxes and points are mapped back to the original pixels.
     """
 
-    name = "thunder"
-    landmark_scheme = "standard5"
+    card = THUNDER
 
     def __init__(
         self,
@@ -58,32 +57,34 @@ class ThunderDetector:
         nms_iou: float = 0.4,
         proposals: int = 50,
     ) -> None:
-        from facesphere.detect.thunder.train import load_model
-
         self.device = torch.device(device)
-        self.model = load_model(resolve_weights(weights), str(self.device))
+        path = resolve_weights(weights)
+        if weights is not None or os.environ.get(WEIGHTS_ENV):
+            self.card = THUNDER.derive(
+                weights_file=str(path), sha256=None, weights_source=f"user-trained ({path})"
+            )
+        self.model = load_model(path, str(self.device))
         self.size = self.model.spec.input_size
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.proposal_settings = ProposalSettings(pre_nms=300, post_nms=proposals)
 
     def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, float]:
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        image = image[:, :, :3]
+        image = rgb_image(image)
         h, w = image.shape[:2]
         scale = self.size / max(h, w)
         nw, nh = max(round(w * scale), 1), max(round(h * scale), 1)
         resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR), np.float32)
-        canvas = np.full((self.size, self.size, 3), MEAN, np.float32)
+        norm = self.card.normalization
+        canvas = np.full((self.size, self.size, 3), norm.mean, np.float32)
         canvas[:nh, :nw] = resized
-        x = torch.from_numpy((canvas - MEAN) * SCALE).permute(2, 0, 1)[None]
+        x = (canvas - np.float32(norm.mean)) / np.float32(norm.std)
+        x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
         return x.to(self.device), scale
 
     @torch.inference_mode()
-    def detect_with_landmarks(self, image: np.ndarray) -> list[tuple[Detection, np.ndarray]]:
-        """[(Detection, (5, 2) standard-5 points)] by decreasing score."""
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces with their standard-5 landmarks, by decreasing score."""
         x, scale = self._prepare(image)
         sam, logits, deltas, anchors = self.model.features(x)
         rois = self.model.proposals(
@@ -99,17 +100,12 @@ class ThunderDetector:
         points = landmarks_from_offsets(lm_d, rois[:, 1:])
         boxes = clip_boxes(decode_boxes(box_d, rois[:, 1:]), self.size, self.size)
         order = nms(boxes, prob, self.nms_iou)
-        out = []
-        for i in order.tolist():
-            box = (boxes[i] / scale).cpu().numpy().astype(np.float32)
-            out.append(
-                (
-                    Detection(box, float(prob[i])),
-                    (points[i] / scale).cpu().numpy().astype(np.float32),
-                )
+        return [
+            Detection(
+                (boxes[i] / scale).cpu().numpy().astype(np.float32),
+                float(prob[i]),
+                (points[i] / scale).cpu().numpy().astype(np.float32),
+                self.card.landmark_scheme,
             )
-        return out
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Face boxes by decreasing score."""
-        return [det for det, _ in self.detect_with_landmarks(image)]
+            for i in order.tolist()
+        ]

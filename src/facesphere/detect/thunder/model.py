@@ -8,6 +8,7 @@ corner) as offsets from the RoI centre in units of the RoI size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from facesphere.detect.thunder.ops import (
     make_anchors,
     ps_roi_align,
 )
+from facesphere.errors import ModelError
 from facesphere.models.backbones import create_backbone
 
 CEM_CHANNELS = 245  # = PSROI_CHANNELS * POOL_SIZE ** 2
@@ -28,6 +30,8 @@ POOL_SIZE = 7
 RPN_CHANNELS = 256
 LANDMARK_STD = 0.1  # landmark offsets (in RoI sizes) are divided by this for the loss
 STRIDE = 16
+CHECKPOINT_FORMAT = "facesphere-thunder-checkpoint"
+MODEL_FORMAT = "facesphere-thunder"
 
 
 @dataclass
@@ -203,3 +207,20 @@ def offsets_from_landmarks(points: Tensor, boxes: Tensor) -> Tensor:
     wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
     centre = ((boxes[:, 2:] + boxes[:, :2]) / 2)[:, None, :]
     return (points - centre) / (LANDMARK_STD * wh)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> ThunderFace:
+    """A model saved by :func:`save_model` (or a training checkpoint), in eval mode."""
+    blob = torch.load(path, map_location=device, weights_only=False)
+    if blob.get("format") not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
+        raise ModelError(f"{path} is not a facesphere ThunderNet model")
+    spec = blob["spec"]
+    spec = ThunderSpec(
+        spec["backbone"],
+        spec["input_size"],
+        tuple(spec["anchor_scales"]),
+        tuple(spec["anchor_ratios"]),
+    )
+    model = ThunderFace(spec)
+    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    return model.eval().to(device)

@@ -97,11 +97,12 @@ class FaceBackbone(nn.Module):
 
 
 def as_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    """Normalise an int or (H, W) pair to an (H, W) tuple."""
+    """Normalise an int or (width, height) pair to a (width, height) tuple (facesphere's one
+    convention for input sizes, as in templates and model cards)."""
     if isinstance(size, int):
         return (size, size)
-    h, w = size
-    return (int(h), int(w))
+    width, height = size
+    return (int(width), int(height))
 
 
 def init_conv_linear(module: nn.Module) -> None:

@@ -12,14 +12,17 @@ from facesphere.registry import Registry
 BACKBONES: Registry[nn.Module] = Registry("backbone")
 
 
-def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that adds a backbone factory to :data:`BACKBONES` under ``name``."""
-    return BACKBONES.register(name)
+def register_backbone(
+    name: str, forwards_to: type | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that adds a backbone factory to :data:`BACKBONES` under ``name``; a factory
+    passing ``**kwargs`` on to its model class names that class in `forwards_to`."""
+    return BACKBONES.register(name, forwards_to=forwards_to)
 
 
 def create_backbone(name: str, embedding_dim: int | None = None, **kwargs: Any) -> nn.Module:
     """Build the backbone ``name`` (embedding size: the model's default, 512 for most, unless
-    given); raises ``KeyError`` listing known names if it is unknown."""
+    given); an unknown name or option raises ConfigError listing the known ones."""
     if embedding_dim is not None:
         kwargs["embedding_dim"] = embedding_dim
     return BACKBONES.create(name, **kwargs)

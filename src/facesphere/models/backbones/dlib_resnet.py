@@ -5,26 +5,22 @@ dlib weights file (its layer sizes come from that file, so it is always built fr
 ``pretrained=False`` the weights are then re-initialised). It works on dlib's 150x150 chips
 (template ``dlib150``), not on the 112x112 ``standard112`` crops of the other backbones.
 
-Input convention: like every backbone, the input is what the trainer feeds, RGB normalised as
-``(pixel - 127.5) / 127.5`` (:data:`facesphere.train.augment.MEAN`/``STD``). The backbone maps
+Input convention: like every backbone, the input is what the trainer feeds, RGB normalised by
+:data:`facesphere.cards.TRAINING_NORMALIZATION`. The backbone maps
 it back to 0..255 pixels and then applies dlib's own ``(pixel - channel mean) / 256``, so the
 pretrained weights see exactly the input dlib trained them on.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesphere.cards import TRAINING_NORMALIZATION
+from facesphere.errors import ConfigError
 from facesphere.models.backbones._common import init_conv_linear
 from facesphere.models.backbones._registry import register_backbone
-
-PIXEL_MEAN = 127.5
-PIXEL_STD = 127.5
-"""The trainer's input normalisation, undone before dlib's own."""
 
 
 class DlibResNetBackbone(nn.Module):
@@ -45,7 +41,10 @@ class DlibResNetBackbone(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last residual map (N, 256, h, w), before the global average pool."""
         net = self.net
-        pixels = x * PIXEL_STD + PIXEL_MEAN
+        norm = TRAINING_NORMALIZATION
+        pixels = x * x.new_tensor(norm.std).view(1, 3, 1, 1) + x.new_tensor(norm.mean).view(
+            1, 3, 1, 1
+        )
         x = (pixels - net.mean) * (1.0 / 256.0)
         x = F.relu(net.stem(x))
         x = F.max_pool2d(x, net.pool_kernel, net.pool_stride)
@@ -58,11 +57,9 @@ class DlibResNetBackbone(nn.Module):
         return self.net.fc(self.forward_features(x).mean(dim=(2, 3)))
 
 
-@register_backbone("dlib_resnet")
-def dlib_resnet(embedding_dim: int = 128, pretrained: bool = True, **kwargs: Any) -> nn.Module:
+@register_backbone("dlib-resnet")
+def dlib_resnet(embedding_dim: int = 128, pretrained: bool = True) -> nn.Module:
     """dlib's face ResNet; only ``embedding_dim=128`` (the pretrained layout) is possible."""
     if embedding_dim != 128:
-        raise ValueError(f"dlib_resnet has a fixed 128-d embedding, not {embedding_dim}")
-    if kwargs:
-        raise ValueError(f"dlib_resnet takes no options besides pretrained: {sorted(kwargs)}")
+        raise ConfigError(f"dlib-resnet has a fixed 128-d embedding, not {embedding_dim}")
     return DlibResNetBackbone(pretrained=pretrained)

@@ -163,7 +163,7 @@ class EfficientNet(FaceBackbone):
                 in_channels = out_channels
         self.blocks = nn.Sequential(*blocks)
         self.head = ConvBNAct(in_channels, widths[-1], 1, act="silu")
-        feature_size = (downsampled(self.input_size[0], 5), downsampled(self.input_size[1], 5))
+        feature_size = (downsampled(self.input_size[1], 5), downsampled(self.input_size[0], 5))
         self.neck = EmbeddingNeck(widths[-1], feature_size, embedding_dim, dropout, global_pool)
         self.apply(init_conv_linear)
 
@@ -171,25 +171,25 @@ class EfficientNet(FaceBackbone):
         return self.head(self.blocks(self.stem(x)))
 
 
-@register_backbone("efficientnet_b0")
+@register_backbone("efficientnet_b0", forwards_to=EfficientNet)
 def efficientnet_b0(embedding_dim: int = 512, **kwargs: Any) -> EfficientNet:
     """EfficientNet-B0 (phi=0), 112x112 input."""
     return EfficientNet(0, embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("efficientnet_b1")
+@register_backbone("efficientnet_b1", forwards_to=EfficientNet)
 def efficientnet_b1(embedding_dim: int = 512, **kwargs: Any) -> EfficientNet:
     """EfficientNet-B1 (phi=1), scaled from B0."""
     return EfficientNet(1, embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("efficientnet_b2")
+@register_backbone("efficientnet_b2", forwards_to=EfficientNet)
 def efficientnet_b2(embedding_dim: int = 512, **kwargs: Any) -> EfficientNet:
     """EfficientNet-B2 (phi=2), scaled from B0."""
     return EfficientNet(2, embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("efficientnet_b3")
+@register_backbone("efficientnet_b3", forwards_to=EfficientNet)
 def efficientnet_b3(embedding_dim: int = 512, **kwargs: Any) -> EfficientNet:
     """EfficientNet-B3 (phi=3), scaled from B0."""
     return EfficientNet(3, embedding_dim=embedding_dim, **kwargs)

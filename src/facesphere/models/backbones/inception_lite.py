@@ -105,8 +105,8 @@ class InceptionLite(FaceBackbone):
             in_channels = block.out_channels
         self.blocks = nn.Sequential(*layers)
         feature_size = (
-            downsampled(self.input_size[0], pools),
             downsampled(self.input_size[1], pools),
+            downsampled(self.input_size[0], pools),
         )
         self.neck = EmbeddingNeck(in_channels, feature_size, embedding_dim, dropout, global_pool)
         self.apply(init_conv_linear)
@@ -115,7 +115,7 @@ class InceptionLite(FaceBackbone):
         return self.blocks(self.stem(x))
 
 
-@register_backbone("inception_lite")
+@register_backbone("inception_lite", forwards_to=InceptionLite)
 def inception_lite(embedding_dim: int = 512, **kwargs: Any) -> InceptionLite:
     """Lightweight Inception-style face network."""
     return InceptionLite(embedding_dim=embedding_dim, **kwargs)

@@ -84,7 +84,7 @@ class IResNet(FaceBackbone):
             stages.append(nn.Sequential(*blocks))
             in_channels = width
         self.stages = nn.Sequential(*stages)
-        feature_size = (downsampled(self.input_size[0], 4), downsampled(self.input_size[1], 4))
+        feature_size = (downsampled(self.input_size[1], 4), downsampled(self.input_size[0], 4))
         self.neck = EmbeddingNeck(in_channels, feature_size, embedding_dim, dropout, global_pool)
         self.apply(init_conv_linear)
 
@@ -92,25 +92,25 @@ class IResNet(FaceBackbone):
         return self.stages(self.stem(x))
 
 
-@register_backbone("iresnet18")
+@register_backbone("iresnet18", forwards_to=IResNet)
 def iresnet18(embedding_dim: int = 512, **kwargs: Any) -> IResNet:
     """IResNet-18, units per stage (2, 2, 2, 2)."""
     return IResNet(IRESNET_LAYERS["iresnet18"], embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("iresnet34")
+@register_backbone("iresnet34", forwards_to=IResNet)
 def iresnet34(embedding_dim: int = 512, **kwargs: Any) -> IResNet:
     """IResNet-34, units per stage (3, 4, 6, 3)."""
     return IResNet(IRESNET_LAYERS["iresnet34"], embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("iresnet50")
+@register_backbone("iresnet50", forwards_to=IResNet)
 def iresnet50(embedding_dim: int = 512, **kwargs: Any) -> IResNet:
     """IResNet-50, units per stage (3, 4, 14, 3)."""
     return IResNet(IRESNET_LAYERS["iresnet50"], embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("iresnet100")
+@register_backbone("iresnet100", forwards_to=IResNet)
 def iresnet100(embedding_dim: int = 512, **kwargs: Any) -> IResNet:
     """IResNet-100, units per stage (3, 13, 30, 3)."""
     return IResNet(IRESNET_LAYERS["iresnet100"], embedding_dim=embedding_dim, **kwargs)

@@ -91,7 +91,7 @@ class MobileFaceNet(FaceBackbone):
                 in_channels = c
         self.blocks = nn.Sequential(*blocks)
         self.conv_last = ConvBNAct(in_channels, final_channels, 1, act="prelu")
-        feature_size = (downsampled(self.input_size[0], 4), downsampled(self.input_size[1], 4))
+        feature_size = (downsampled(self.input_size[1], 4), downsampled(self.input_size[0], 4))
         self.neck = GDCNeck(final_channels, feature_size, embedding_dim)
         self.apply(init_conv_linear)
 
@@ -99,7 +99,7 @@ class MobileFaceNet(FaceBackbone):
         return self.conv_last(self.blocks(self.stem(x)))
 
 
-@register_backbone("mobilefacenet")
+@register_backbone("mobilefacenet", forwards_to=MobileFaceNet)
 def mobilefacenet(embedding_dim: int = 512, **kwargs: Any) -> MobileFaceNet:
     """MobileFaceNet with a GDC output (Chen et al., 2018)."""
     return MobileFaceNet(embedding_dim=embedding_dim, **kwargs)

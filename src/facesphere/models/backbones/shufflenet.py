@@ -108,7 +108,7 @@ class ShuffleNetV2(FaceBackbone):
             in_channels = conv5_width
         self.c4_channels = stage_widths[1]
         self.c5_channels = in_channels
-        feature_size = (downsampled(self.input_size[0], 5), downsampled(self.input_size[1], 5))
+        feature_size = (downsampled(self.input_size[1], 5), downsampled(self.input_size[0], 5))
         self.neck = EmbeddingNeck(in_channels, feature_size, embedding_dim, dropout, global_pool)
         self.apply(init_conv_linear)
 
@@ -122,31 +122,31 @@ class ShuffleNetV2(FaceBackbone):
         return self.forward_c4_c5(x)[1]
 
 
-@register_backbone("shufflenetv2_x0_5")
+@register_backbone("shufflenetv2_x0_5", forwards_to=ShuffleNetV2)
 def shufflenetv2_x0_5(embedding_dim: int = 512, **kwargs: Any) -> ShuffleNetV2:
     """ShuffleNetV2 0.5x: stages 48, 96, 192, conv5 1024."""
     return ShuffleNetV2((48, 96, 192), 1024, embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("shufflenetv2_x1_0")
+@register_backbone("shufflenetv2_x1_0", forwards_to=ShuffleNetV2)
 def shufflenetv2_x1_0(embedding_dim: int = 512, **kwargs: Any) -> ShuffleNetV2:
     """ShuffleNetV2 1.0x: stages 116, 232, 464, conv5 1024."""
     return ShuffleNetV2((116, 232, 464), 1024, embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("snet49")
+@register_backbone("snet49", forwards_to=ShuffleNetV2)
 def snet49(embedding_dim: int = 512, **kwargs: Any) -> ShuffleNetV2:
     """ThunderNet SNet49: 5x5 depthwise, widths 24, 60, 120, 240, conv5 512."""
     return ShuffleNetV2((60, 120, 240), 512, 5, 24, embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("snet146")
+@register_backbone("snet146", forwards_to=ShuffleNetV2)
 def snet146(embedding_dim: int = 512, **kwargs: Any) -> ShuffleNetV2:
     """ThunderNet SNet146: 5x5 depthwise, widths 24, 132, 264, 528, no conv5."""
     return ShuffleNetV2((132, 264, 528), None, 5, 24, embedding_dim=embedding_dim, **kwargs)
 
 
-@register_backbone("snet535")
+@register_backbone("snet535", forwards_to=ShuffleNetV2)
 def snet535(embedding_dim: int = 512, **kwargs: Any) -> ShuffleNetV2:
     """ThunderNet SNet535: 5x5 depthwise, widths 48, 248, 496, 992, no conv5."""
     return ShuffleNetV2((248, 496, 992), None, 5, 48, embedding_dim=embedding_dim, **kwargs)

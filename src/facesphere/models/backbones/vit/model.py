@@ -135,7 +135,7 @@ class FaceViT(FaceBackbone):
         self.rope_base = rope_base
         self.dim = dim
         self.heads = heads
-        self.grid = (self.input_size[0] // patch_size, self.input_size[1] // patch_size)
+        self.grid = (self.input_size[1] // patch_size, self.input_size[0] // patch_size)
         self.patch_embed = nn.Conv2d(3, dim, patch_size, patch_size)
         self.pos_embed: nn.Parameter | None = None
         if pos_embed == "learned":
@@ -186,7 +186,7 @@ class FaceViT(FaceBackbone):
         return tokens.transpose(1, 2).reshape(x.shape[0], self.dim, *grid)
 
 
-@register_backbone("vit_t")
+@register_backbone("vit_t", forwards_to=FaceViT)
 def vit_t(embedding_dim: int = 512, **kwargs: Any) -> FaceViT:
     """ViT-Tiny for faces: patch 8 (14x14 tokens), dim 192, depth 12, 3 heads."""
     options: dict[str, Any] = {"dim": 192, "depth": 12, "heads": 3}
@@ -194,7 +194,7 @@ def vit_t(embedding_dim: int = 512, **kwargs: Any) -> FaceViT:
     return FaceViT(embedding_dim=embedding_dim, **options)
 
 
-@register_backbone("vit_s")
+@register_backbone("vit_s", forwards_to=FaceViT)
 def vit_s(embedding_dim: int = 512, **kwargs: Any) -> FaceViT:
     """ViT-Small for faces: patch 8 (14x14 tokens), dim 384, depth 12, 6 heads."""
     options: dict[str, Any] = {"dim": 384, "depth": 12, "heads": 6}

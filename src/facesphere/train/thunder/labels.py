@@ -73,11 +73,11 @@ def label_photos(
     """Run MMOD + the shape predictor over `sources`; `limit` caps photos per source."""
     from tqdm import tqdm
 
-    from facesphere.align.landmarks import create_landmarker
     from facesphere.align.templates import dlib5_to_standard5
     from facesphere.detect.registry import create_detector
+    from facesphere.landmarks.registry import create_landmarker
 
-    landmarker = create_landmarker("torch")
+    landmarker = create_landmarker("dlib-shape5")
     labels: list[ImageLabel] = []
     for source in sources:
         if source == "lfw":

@@ -12,17 +12,15 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from facesphere.errors import ConfigError
 from facesphere.models.backbones import list_backbones
 
 OPTIMIZERS = ("sgd", "adamw")
 
 
-class DetectorConfigError(ValueError):
-    """A configuration key that is unknown or holds an invalid value."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"config key {key!r}: {message}")
-        self.key = key
+def _bad(key: str, message: str) -> ConfigError:
+    """The error for configuration key `key`."""
+    return ConfigError(message, key=key)
 
 
 @dataclass
@@ -68,7 +66,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return _coerce(key, value, next(a for a in args if a is not type(None)))
     if origin is list:
         if not isinstance(value, list) or not value:
-            raise DetectorConfigError(key, f"expected a non-empty list, got {value!r}")
+            raise _bad(key, f"expected a non-empty list, got {value!r}")
         return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
@@ -82,20 +80,20 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     elif hint is str and isinstance(value, str):
         return value
     name = getattr(hint, "__name__", str(hint))
-    raise DetectorConfigError(key, f"expected {name}, got {value!r}")
+    raise _bad(key, f"expected {name}, got {value!r}")
 
 
 def validate(config: DetectorTrainConfig) -> DetectorTrainConfig:
     """Check ranges and choices; returns `config`."""
     if config.backbone not in list_backbones():
-        raise DetectorConfigError("backbone", f"unknown backbone {config.backbone!r}")
+        raise _bad("backbone", f"unknown backbone {config.backbone!r}")
     if config.optimizer not in OPTIMIZERS:
-        raise DetectorConfigError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        raise _bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
     if config.input_size < 64 or config.input_size % 32:
-        raise DetectorConfigError("input_size", "must be a multiple of 32, at least 64")
+        raise _bad("input_size", "must be a multiple of 32, at least 64")
     for key in ("batch_size", "steps", "lr", "log_every", "landmark_weight"):
         if getattr(config, key) <= 0:
-            raise DetectorConfigError(key, "must be > 0")
+            raise _bad(key, "must be > 0")
     for key in (
         "warmup_steps",
         "min_lr",
@@ -105,14 +103,14 @@ def validate(config: DetectorTrainConfig) -> DetectorTrainConfig:
         "checkpoint_every",
     ):
         if getattr(config, key) < 0:
-            raise DetectorConfigError(key, "must be >= 0")
+            raise _bad(key, "must be >= 0")
     for key in ("real_fraction", "landmark_fraction"):
         if not 0.0 <= getattr(config, key) <= 1.0:
-            raise DetectorConfigError(key, "is a fraction in [0, 1]")
+            raise _bad(key, "is a fraction in [0, 1]")
     if any(s <= 0 for s in config.anchor_scales + config.anchor_ratios):
-        raise DetectorConfigError("anchor_scales", "anchor scales and ratios must be > 0")
+        raise _bad("anchor_scales", "anchor scales and ratios must be > 0")
     if config.min_lr > config.lr:
-        raise DetectorConfigError("min_lr", "must not exceed lr")
+        raise _bad("min_lr", "must not exceed lr")
     return config
 
 
@@ -123,17 +121,17 @@ def config_from_dict(
     raw = dict(raw)
     for text in overrides or []:
         if "=" not in text:
-            raise DetectorConfigError(text, "overrides look like key=value")
+            raise _bad(text, "overrides look like key=value")
         key, value = text.split("=", 1)
         try:
             raw[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError as exc:
-            raise DetectorConfigError(key, f"cannot parse {value!r}: {exc}") from None
+            raise _bad(key, f"cannot parse {value!r}: {exc}") from None
     hints = get_type_hints(DetectorTrainConfig)
     kwargs = {}
     for key, value in raw.items():
         if key not in hints:
-            raise DetectorConfigError(key, f"unknown key; known: {', '.join(sorted(hints))}")
+            raise _bad(key, f"unknown key; known: {', '.join(sorted(hints))}")
         kwargs[key] = _coerce(key, value, hints[key])
     return validate(DetectorTrainConfig(**kwargs))
 
@@ -143,9 +141,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Detecto
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
-        raise DetectorConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise _bad("--config", f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise DetectorConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+        raise _bad("--config", f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise DetectorConfigError("<root>", f"{path} must hold a mapping")
+        raise _bad("<root>", f"{path} must hold a mapping")
     return config_from_dict(raw, overrides)

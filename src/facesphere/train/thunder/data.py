@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from facesphere.detect.thunder.labels import ImageLabel, read_rgb
+from facesphere.train.thunder.labels import ImageLabel, read_rgb
 
 MEAN = 127.5
 SCALE = 1.0 / 64.0  # pixel -> network input: (p - MEAN) * SCALE

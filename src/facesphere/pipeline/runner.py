@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from facesphere.analyzer import Face, FaceAnalyzer, main_face
-from facesphere.io.image import ImageError
+from facesphere.errors import ImageError
+from facesphere.pipeline.analyzer import Face, FaceAnalyzer, main_face
 
 # Images per task: their faces are embedded together, in batches of the recognizer's size.
 CHUNK_SIZE = 8
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"}
 
 
 @dataclass
@@ -30,31 +26,6 @@ class FileFaces:
     faces: list[Face] = field(default_factory=list)
     error: str | None = None
     sha256: str | None = None
-
-
-def iter_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (walked recursively, sorted) into image file paths."""
-    found: list[Path] = []
-    for entry in paths:
-        path = Path(entry)
-        if path.is_dir():
-            found.extend(
-                sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                )
-            )
-        else:
-            found.append(path)
-    return found
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _worker_analyzer: FaceAnalyzer | None = None

@@ -7,15 +7,22 @@ from typing import Any
 
 import numpy as np
 
-from facesphere.align.landmarks import Landmarker, create_landmarker
-from facesphere.align.templates import align_face, dlib5_to_standard5
+from facesphere.align.templates import TEMPLATES, AlignmentTemplate, align_face, dlib5_to_standard5
+from facesphere.cards import VERIFY, ModelCard
 from facesphere.detect.registry import create_detector
+from facesphere.device import check_device
+from facesphere.errors import ConfigError, ModelError, NoFaceError
 from facesphere.io.image import DEFAULT_MAX_PIXELS, ImageInput, load_image
-from facesphere.models.recognizers import Recognizer, create_recognizer, l2_normalize
+from facesphere.landmarks.base import Landmarker
+from facesphere.landmarks.registry import create_landmarker
+from facesphere.recognize.base import Recognizer, l2_normalize
+from facesphere.recognize.registry import create_recognizer
 
-# Cosine similarity threshold of the default pipeline (dlib ResNet, flip averaging), chosen on
-# celeba299 development pairs; see docs/threshold.md for how, and its error rates.
-DEFAULT_THRESHOLD = 0.905
+# `landmarker` choices besides a registered name: the detector's own points when they are in
+# the recognizer's scheme, else dlib-shape5 (`auto`); always the detector's own (`detector`).
+AUTO_LANDMARKS = "auto"
+DETECTOR_LANDMARKS = "detector"
+DEFAULT_LANDMARKER = "dlib-shape5"
 
 
 @dataclass
@@ -46,7 +53,9 @@ class Face:
 
 @dataclass
 class Verification:
-    """The result of comparing two images' faces."""
+    """The result of comparing two images' faces: the decision, the cosine similarity, the
+    threshold that decided and where it came from (`model`, the false-accept rate `far` it was
+    calibrated at; None for a threshold given by the caller)."""
 
     same: bool
     similarity: float
@@ -55,25 +64,22 @@ class Verification:
     faces_b: int
     face_a: Face | None = None
     face_b: Face | None = None
+    model: str = ""
+    far: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (boxes of the compared faces, no embeddings)."""
         return {
             "same": self.same,
             "similarity": round(self.similarity, 6),
             "threshold": self.threshold,
+            "far": self.far,
+            "model": self.model,
             "faces_a": self.faces_a,
             "faces_b": self.faces_b,
             "box_a": None if self.face_a is None else self.face_a.to_dict()["box"],
             "box_b": None if self.face_b is None else self.face_b.to_dict()["box"],
         }
-
-
-class NoFaceError(ValueError):
-    """An image holds no detectable face."""
-
-    def __init__(self, source: str) -> None:
-        super().__init__(f"{source}: no face found")
-        self.source = source
 
 
 MAIN_FACE_POLICIES = ("largest", "central")
@@ -105,31 +111,33 @@ def centre_face_box(width: int, height: int, fraction: float = 1 / 2.2) -> np.nd
 class FaceAnalyzer:
     """The face pipeline: `detect(img)`, `embed(img)`, `verify(a, b)`.
 
-    detector: registered detector name (`cnn`, `hog`); recognizer: pretrained recognizer
-    name; engine: `torch` (dlib's models rebuilt in torch) or `dlib` (dlib itself); device:
-    `cpu` or `cuda` (torch engine); upsample: detector upsampling (None: the detector's
-    default); flip: average the embeddings of each chip and its mirror image; threshold: cosine
-    similarity at or above which two faces are the same person; max_pixels: refuse larger
-    images.
+    detector, landmarker, recognizer: registered names (`create_detector` etc.; a recognizer may
+    also be the path of an exported model); landmarker `auto` takes the detector's own points
+    when they are in the recognizer's scheme, else dlib's 5-point model, and `detector` always
+    the detector's. engine: `torch` (facesphere's ports) or `dlib` (dlib itself) for every stage,
+    None for each model's default. device: `cpu` or `cuda`. upsample: detector upsampling (None:
+    the detector's default). flip: average the embeddings of each chip and its mirror.
+    threshold: cosine similarity at or above which two faces are one person (None: the
+    recognizer card's calibrated verification threshold). max_pixels: refuse larger images.
     """
 
     def __init__(
         self,
         detector: str = "cnn",
         recognizer: str = "dlib-resnet",
-        engine: str = "torch",
+        landmarker: str = AUTO_LANDMARKS,
+        engine: str | None = None,
         device: str = "cpu",
         upsample: int | None = None,
         flip: bool = True,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        detector_kwargs: dict[str, Any] = {"engine": engine, "device": device}
-        if upsample is not None:
-            detector_kwargs["upsample"] = upsample
+        check_device(device)
         self.config = {
             "detector": detector,
             "recognizer": recognizer,
+            "landmarker": landmarker,
             "engine": engine,
             "device": device,
             "upsample": upsample,
@@ -137,12 +145,51 @@ class FaceAnalyzer:
             "threshold": threshold,
             "max_pixels": max_pixels,
         }
-        self.detector = create_detector(detector, **detector_kwargs)
-        self.landmarker: Landmarker = create_landmarker(engine)
-        self.recognizer: Recognizer = create_recognizer(recognizer, engine=engine, device=device)
+        common: dict[str, Any] = {"device": device}
+        if engine is not None:
+            common["engine"] = engine
+        detector_options = dict(common)
+        if upsample is not None:
+            detector_options["upsample"] = upsample
+        self.detector = create_detector(detector, **detector_options)
+        self.recognizer: Recognizer = create_recognizer(recognizer, **common)
+        self.template: AlignmentTemplate = TEMPLATES[str(self.card.template)]
+        self._landmarker_options = common
+        self._landmarker_name = landmarker
+        self._landmarker: Landmarker | None = None
+        if landmarker not in (AUTO_LANDMARKS, DETECTOR_LANDMARKS):
+            self._landmarker = create_landmarker(landmarker, **common)
+        elif landmarker == DETECTOR_LANDMARKS and self.detector.card.landmark_scheme is None:
+            raise ConfigError(f"detector {detector!r} places no landmarks; choose a landmarker")
         self.flip = flip
+        self.threshold_far: float | None = None
+        if threshold is None:
+            try:
+                calibrated = self.card.threshold(VERIFY)
+            except ModelError:
+                calibrated = None
+            if calibrated is not None:
+                threshold, self.threshold_far = calibrated.value, calibrated.far
         self.threshold = threshold
         self.max_pixels = max_pixels
+
+    @property
+    def card(self) -> ModelCard:
+        """The recognizer's model card (template, input size, thresholds, licence)."""
+        return self.recognizer.card
+
+    @property
+    def landmarker(self) -> Landmarker:
+        """The landmark model, built on first use."""
+        if self._landmarker is None:
+            self._landmarker = create_landmarker(DEFAULT_LANDMARKER, **self._landmarker_options)
+        return self._landmarker
+
+    def _uses_detector_points(self) -> bool:
+        scheme = self.detector.card.landmark_scheme
+        if self._landmarker_name == DETECTOR_LANDMARKS:
+            return True
+        return self._landmarker_name == AUTO_LANDMARKS and scheme == self.template.scheme
 
     # -- detection ---------------------------------------------------------------------------
 
@@ -151,39 +198,37 @@ class FaceAnalyzer:
         return load_image(img, max_pixels=self.max_pixels)
 
     def detect(self, img: ImageInput) -> list[Face]:
-        """All faces in `img`, largest first, each with box, score and five landmarks.
-
-        A detector with landmarks of its own (`thunder`) supplies them when they are in the
-        recognizer's template scheme; otherwise the 5-point landmark model places them.
-        """
+        """All faces in `img`, largest first, each with box, score and five landmarks (the
+        detector's own or the landmarker's, see the class docstring)."""
         image = self.load(img)
-        scheme = getattr(self.detector, "landmark_scheme", None)
-        if scheme is not None and scheme == self.recognizer.template.scheme:
-            found = self.detector.detect_with_landmarks(image)
-            faces = [Face(d.box, d.score, points, scheme) for d, points in found]
-            return sorted(faces, key=lambda f: -f.area)
         detections = self.detector.detect(image)
         if not detections:
             return []
-        boxes = np.stack([d.box for d in detections])
-        landmarks = self.landmarker.predict(image, boxes)
-        faces = [
-            Face(d.box, d.score, points, self.landmarker.scheme)
-            for d, points in zip(detections, landmarks)
-        ]
+        if self._uses_detector_points():
+            faces = [
+                Face(d.box, d.score, d.landmarks, str(d.landmark_scheme))
+                for d in detections
+                if d.landmarks is not None
+            ]
+        else:
+            boxes = np.stack([d.box for d in detections])
+            landmarks = self.landmarker.predict(image, boxes)
+            scheme = str(self.landmarker.card.landmark_scheme)
+            faces = [Face(d.box, d.score, p, scheme) for d, p in zip(detections, landmarks)]
         return sorted(faces, key=lambda f: -f.area)
 
     def centre_face(self, image: np.ndarray) -> Face:
         """A face assumed at the centre of a face-centred photo (used when detection fails)."""
         box = centre_face_box(image.shape[1], image.shape[0])
         points = self.landmarker.predict(image, box[None])[0]
-        return Face(box, 0.0, points, self.landmarker.scheme, source="centre")
+        scheme = str(self.landmarker.card.landmark_scheme)
+        return Face(box, 0.0, points, scheme, source="centre")
 
     # -- embedding ---------------------------------------------------------------------------
 
     def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Aligned chips (N, H, W, 3) for `faces`, in the recognizer's template."""
-        template = self.recognizer.template
+        template = self.template
         chips = []
         for face in faces:
             points = face.landmarks
@@ -260,24 +305,39 @@ class FaceAnalyzer:
     ) -> Verification:
         """Compare the largest face of `a` with the largest face of `b`.
 
-        Raises NoFaceError when either image has no face.
+        Raises NoFaceError when either image has no face, ModelError when no threshold is set
+        and the recognizer's card has none calibrated.
         """
-        faces_a = self.analyze(a)
-        faces_b = self.analyze(b)
+        self.decision_threshold()
+        return self.verify_faces(self.analyze(a), self.analyze(b), source_a, source_b)
+
+    def decision_threshold(self) -> float:
+        """The threshold deciding 'same person' (ModelError when none is set or calibrated)."""
+        if self.threshold is None:
+            return self.card.threshold(VERIFY).value  # raises, naming the model
+        return float(self.threshold)
+
+    def verify_faces(
+        self, faces_a: list[Face], faces_b: list[Face], source_a: str = "a", source_b: str = "b"
+    ) -> Verification:
+        """`verify` on faces already analyzed (largest first): compares the first of each."""
         if not faces_a:
             raise NoFaceError(source_a)
         if not faces_b:
             raise NoFaceError(source_b)
+        threshold = self.decision_threshold()
         face_a, face_b = faces_a[0], faces_b[0]
         score = float(face_a.embedding @ face_b.embedding)
         return Verification(
-            score >= self.threshold,
+            score >= threshold,
             score,
-            self.threshold,
+            threshold,
             len(faces_a),
             len(faces_b),
             face_a,
             face_b,
+            self.card.name,
+            self.threshold_far,
         )
 
 

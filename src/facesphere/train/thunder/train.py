@@ -21,14 +21,18 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from facesphere.detect.thunder.config import DetectorTrainConfig
-from facesphere.detect.thunder.data import SceneMaker, load_landmarks5, to_tensor_batch
-from facesphere.detect.thunder.labels import ImageLabel, load_labels
-from facesphere.detect.thunder.loss import LossSettings, detection_loss
-from facesphere.detect.thunder.model import ProposalSettings, ThunderFace, ThunderSpec
+from facesphere.detect.thunder.model import (
+    CHECKPOINT_FORMAT,
+    MODEL_FORMAT,
+    ProposalSettings,
+    ThunderFace,
+    ThunderSpec,
+)
+from facesphere.train.thunder.config import DetectorTrainConfig
+from facesphere.train.thunder.data import SceneMaker, load_landmarks5, to_tensor_batch
+from facesphere.train.thunder.labels import ImageLabel, load_labels
+from facesphere.train.thunder.loss import LossSettings, detection_loss
 
-CHECKPOINT_FORMAT = "facesphere-thunder-checkpoint"
-MODEL_FORMAT = "facesphere-thunder"
 LOSS_NAMES = ("total", "rpn_cls", "rpn_box", "rcnn_cls", "rcnn_box", "landmark")
 METRIC_COLUMNS = ["step", *LOSS_NAMES, "lr", "images_per_s", "elapsed_s"]
 
@@ -93,23 +97,6 @@ def save_model(model: ThunderFace, path: Path, half: bool = False) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": MODEL_FORMAT, "spec": asdict(model.spec), "state_dict": state}, path)
-
-
-def load_model(path: str | Path, device: str = "cpu") -> ThunderFace:
-    """A model saved by :func:`save_model` (or a training checkpoint), in eval mode."""
-    blob = torch.load(path, map_location=device, weights_only=False)
-    if blob.get("format") not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
-        raise ValueError(f"{path} is not a facesphere ThunderNet model")
-    spec = blob["spec"]
-    spec = ThunderSpec(
-        spec["backbone"],
-        spec["input_size"],
-        tuple(spec["anchor_scales"]),
-        tuple(spec["anchor_ratios"]),
-    )
-    model = ThunderFace(spec)
-    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
-    return model.eval().to(device)
 
 
 def _scene_maker(

@@ -1,0 +1,168 @@
+"""The `cnn` detector: dlib's MMOD CNN face detector, on the torch engine or on dlib.
+
+How the torch engine reproduces dlib (the network itself is `facesphere.pretrained.dlib_mmod`):
+an optional `pyramid_up` upsampling, the tiled `pyramid_down<6>` image pyramid in one forward
+pass, score cells mapped back to 80x80 windows on their pyramid level, and loss_mmod's greedy
+suppression on rounded rectangles. Boxes are mapped back through the upsampling like dlib.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from facesphere.detect.base import Detection
+from facesphere.detect.geometry import from_inclusive, rgb_image
+from facesphere.detect.registry import register_detector
+from facesphere.errors import ConfigError
+from facesphere.pretrained.cards import DLIB_MMOD
+from facesphere.pretrained.dlib_format import DlibFormatError, DlibNetwork, load_pretrained
+from facesphere.pretrained.dlib_library import check_engine, import_dlib
+from facesphere.pretrained.dlib_mmod import (
+    MMODNet,
+    lround,
+    overlaps_nms,
+    pyramid_rects,
+    pyramid_up_size,
+    resize_aligned,
+)
+from facesphere.pretrained.files import card_file
+
+
+class MMODDetector:
+    """dlib's MMOD CNN face detector, on the `torch` engine (its network, image pyramid,
+    window geometry and suppression rebuilt here, same boxes as dlib) or on `dlib` itself (the
+    reference). Faces of about 80 px and up; `upsample` doubles the image that many times."""
+
+    card = DLIB_MMOD
+
+    def __init__(
+        self,
+        engine: str = "torch",
+        device: str = "cpu",
+        upsample: int = 0,
+        adjust_threshold: float = 0.0,
+    ) -> None:
+        check_engine(engine, device)
+        self.engine = engine
+        self.upsample = int(upsample)
+        if self.upsample < 0:
+            raise ConfigError("upsample must be >= 0")
+        self.adjust_threshold = float(adjust_threshold)
+        if engine == "dlib":
+            self._dlib = import_dlib().cnn_face_detection_model_v1(str(card_file(self.card)))
+            self._lock = threading.Lock()
+            return
+        net = load_pretrained(self.card)
+        if not isinstance(net, DlibNetwork) or net.loss.get("kind") != "mmod":
+            raise DlibFormatError(f"{net.path}: not an MMOD detector")
+        if net.loss.get("use_bounding_box_regression"):
+            raise DlibFormatError(f"{net.path}: bounding box regression is not supported")
+        self.device = torch.device(device)
+        self.model = MMODNet(net).eval().to(self.device).to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(
+            net.input["mean_rgb"], dtype=torch.float32, device=self.device
+        ).view(1, 3, 1, 1)
+        self.padding = int(net.input["pyramid_padding"])
+        self.outer_padding = int(net.input["pyramid_outer_padding"])
+        self.windows = [(w["width"], w["height"]) for w in net.loss["detector_windows"]]
+        self.nms_iou = float(net.loss["nms_iou"])
+        self.nms_covered = float(net.loss["nms_percent_covered"])
+
+    # -- stages -------------------------------------------------------------------------------
+    def _upsampled(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(self.device)
+        x = x.permute(2, 0, 1)[None].float()
+        for _ in range(self.upsample):
+            h, w = pyramid_up_size(x.shape[2], x.shape[3])
+            x = torch.floor(resize_aligned(x, h, w))
+        return x
+
+    def tiled_pyramid(self, image: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+        """The network input for `image` (after upsampling) and the level rectangles."""
+        x = self._upsampled(image)
+        rects, out_nr, out_nc = pyramid_rects(
+            x.shape[2], x.shape[3], self.padding, self.outer_padding
+        )
+        tiled = torch.zeros((1, 3, out_nr, out_nc), device=self.device)
+        level = (x - self.mean) * (1.0 / 256.0)
+        for i, (left, top, right, bottom) in enumerate(rects):
+            if i > 0:
+                level = resize_aligned(level, bottom - top + 1, right - left + 1)
+            tiled[:, :, top : bottom + 1, left : right + 1] = level
+        return tiled, rects
+
+    def _boxes(
+        self, scores: np.ndarray, rects: list[tuple[int, ...]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        k_idx, rows, cols = np.nonzero(scores > self.adjust_threshold)
+        values = scores[k_idx, rows, cols].astype(np.float64)
+        if len(values) == 0:
+            return np.zeros((0, 4)), values
+        px = cols * self.model.cell_scale + self.model.cell_offset
+        py = rows * self.model.cell_scale + self.model.cell_offset
+        r = np.asarray(rects, dtype=np.float64)  # (L, 4)
+        cx = np.clip(px[:, None], r[None, :, 0], r[None, :, 2])
+        cy = np.clip(py[:, None], r[None, :, 1], r[None, :, 3])
+        level = np.argmin(np.hypot(cx - px[:, None], cy - py[:, None]), axis=1)
+        win = np.asarray(self.windows, dtype=np.float64)[k_idx]
+        half_w = (win[:, 0] - 1) / 2
+        half_h = (win[:, 1] - 1) / 2
+        box = np.stack([px - half_w, py - half_h, px + half_w, py + half_h], axis=1)
+        box -= r[level][:, [0, 1, 0, 1]]
+        for lv in range(1, int(level.max()) + 1 if len(level) else 1):
+            sel = level >= lv
+            box[sel] = box[sel] * 1.2 + 0.3
+        order = np.argsort(-values, kind="stable")
+        return box[order], values[order]
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in RGB uint8 `image` (H, W, 3), best score first."""
+        image = rgb_image(image)
+        if self.engine == "dlib":
+            with self._lock:
+                found = self._dlib(image, self.upsample)
+            boxes = [
+                (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence)
+                for d in found
+            ]
+            detections = [Detection(from_inclusive(*b[:4]), float(b[4])) for b in boxes]
+            return sorted(detections, key=lambda d: -d.score)
+        return [
+            Detection(from_inclusive(*box), score) for box, score in self.detect_inclusive(image)
+        ]
+
+    def detect_inclusive(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """The torch engine's faces as dlib gives them: [(float32 [left, top, right, bottom]
+        with right/bottom inclusive, score)] by score."""
+        with torch.inference_mode():
+            tiled, rects = self.tiled_pyramid(image)
+            tiled = tiled.contiguous(memory_format=torch.channels_last)
+            scores = self.model(tiled)[0].float().cpu().numpy()
+        boxes, values = self._boxes(scores, rects)
+        kept: list[np.ndarray] = []
+        kept_scores: list[float] = []
+        for box, score in zip(lround(boxes), values, strict=True):
+            if overlaps_nms(np.asarray(kept).reshape(-1, 4), box, self.nms_iou, self.nms_covered):
+                continue
+            kept.append(box)
+            kept_scores.append(float(score))
+        out: list[tuple[np.ndarray, float]] = []
+        for box, score in zip(kept, kept_scores, strict=True):
+            b = box.astype(np.float64)
+            if self.upsample:
+                for _ in range(self.upsample):
+                    b = b / 2.0 - np.array([1.25, 0.75, 1.25, 0.75])
+                b = lround(b)
+            out.append((b.astype(np.float32), score))
+        return out
+
+
+@register_detector("cnn", card=DLIB_MMOD)
+def cnn_detector(
+    engine: str = "torch", device: str = "cpu", upsample: int = 0, adjust_threshold: float = 0.0
+) -> MMODDetector:
+    """dlib's MMOD CNN detector (`engine` torch, the default, or dlib)."""
+    return MMODDetector(engine, device, upsample, adjust_threshold)

@@ -1,0 +1,124 @@
+"""The cards of the models whose weights facesphere ships or reads from registry wheels.
+
+dlib's three models come from the PyPI wheel `face-recognition-models` (0.3.0); Davis King
+released them into the public domain (dlib-models README). The `thunder` detector is trained by
+this project (configs/thunder.yaml) and bundled in `facesphere/assets`.
+"""
+
+from __future__ import annotations
+
+from facesphere.cards import (
+    CLUSTER_AVERAGE,
+    CLUSTER_CHINESE_WHISPERS,
+    RAW_PIXELS,
+    VERIFY,
+    ModelCard,
+    Normalization,
+    Threshold,
+)
+
+_DLIB_WHEEL = "face-recognition-models"
+_DLIB_SOURCE = (
+    "Davis King's dlib-models, as shipped in the PyPI wheel face-recognition-models 0.3.0 "
+    "(package data face_recognition_models/models/)"
+)
+_DLIB_LICENCE = "CC0-1.0 (released into the public domain by its author, dlib-models README)"
+
+DLIB_RESNET = ModelCard(
+    name="dlib-resnet",
+    version="1",
+    task="recognition",
+    embedding_dim=128,
+    template="dlib150",
+    input_size=(150, 150),
+    normalization=RAW_PIXELS,
+    weights_source=_DLIB_SOURCE,
+    weights_file=f"{_DLIB_WHEEL}:models/dlib_face_recognition_resnet_model_v1.dat",
+    sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    licence=_DLIB_LICENCE,
+    data_licence=(
+        "trained by dlib's author on about 3 million faces from FaceScrub, the VGG face data "
+        "set and images gathered from the internet; those sets carry their own (research) "
+        "terms, the model itself is public domain"
+    ),
+    thresholds={
+        VERIFY: Threshold(
+            0.905,
+            "celeba299 (2,000 pairs, 10 identity-disjoint folds)",
+            far=0.025,
+            frr=0.154,
+            note="flip averaging on; best-accuracy threshold, docs/threshold.md",
+        ),
+        CLUSTER_AVERAGE: Threshold(
+            0.93, "celeba299 (even half of the people)", note="docs/gallery.md, F1 0.918"
+        ),
+        CLUSTER_CHINESE_WHISPERS: Threshold(
+            0.95, "celeba299 (even half of the people)", note="docs/gallery.md, F1 0.917"
+        ),
+    },
+    notes=(
+        "ResNet of 29 conv layers rebuilt in torch from the dlib file; input 150x150 RGB "
+        "0..255, the network subtracts dlib's channel means and scales by 1/256 itself. "
+        "Published LFW accuracy 99.38% (dlib)."
+    ),
+)
+
+DLIB_MMOD = ModelCard(
+    name="dlib-mmod",
+    version="1",
+    task="detection",
+    normalization=RAW_PIXELS,
+    weights_source=_DLIB_SOURCE,
+    weights_file=f"{_DLIB_WHEEL}:models/mmod_human_face_detector.dat",
+    sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+    licence=_DLIB_LICENCE,
+    data_licence="publicly available images annotated by dlib's author; released with the model",
+    notes="CNN max-margin object detector; 80x80 px window, faces of about 80 px and up.",
+)
+
+DLIB_SHAPE5 = ModelCard(
+    name="dlib-shape5",
+    version="1",
+    task="landmarks",
+    landmark_scheme="dlib5",
+    weights_source=_DLIB_SOURCE,
+    weights_file=f"{_DLIB_WHEEL}:models/shape_predictor_5_face_landmarks.dat",
+    sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+    licence=_DLIB_LICENCE,
+    data_licence="dlib's 5-point landmark set (7,198 faces from the internet annotated by "
+    "dlib's author), released with the model",
+    notes="Cascade of regression trees: eye corners and the base of the nose.",
+)
+
+DLIB_HOG = ModelCard(
+    name="dlib-hog",
+    version="1",
+    task="detection",
+    weights_source="built into the dlib library (dlib-bin wheel), get_frontal_face_detector()",
+    licence="BSL-1.0 (dlib)",
+    data_licence="dlib's frontal face training images, released with dlib",
+    notes="HOG + linear SVM; frontal faces of about 80 px (40 px with one upsampling).",
+)
+
+THUNDER = ModelCard(
+    name="thunder",
+    version="1",
+    task="detection",
+    landmark_scheme="standard5",
+    input_size=(320, 320),
+    normalization=Normalization.uniform(127.5, 64.0),
+    weights_source="trained by this project (configs/thunder.yaml, docs/thunder.md)",
+    weights_file="facesphere:assets/thunder_snet49.pt",
+    sha256="7353133433c5b5fe00b4c38529d3dc35afc5ca584b8d88c73958d5f0b6f73dbb",
+    licence="Apache-2.0 (this project)",
+    data_licence=(
+        "MMOD pseudo-labels on celeba299 and orl photos (research terms of CelebA and ORL), "
+        "landmarks5 crops and synthetic scenes; see ../shared/data/README.md"
+    ),
+    notes="ThunderNet-style two-stage detector (SNet49, CEM, SAM, PSRoI align) with five "
+    "landmarks; the longer image side is scaled to 320 px.",
+)
+
+PRETRAINED_CARDS = {
+    card.name: card for card in (DLIB_RESNET, DLIB_MMOD, DLIB_SHAPE5, DLIB_HOG, THUNDER)
+}

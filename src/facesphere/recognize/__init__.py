@@ -1,0 +1,18 @@
+"""Face recognizers behind one registry: `dlib-resnet`, and exported model files."""
+
+from facesphere.recognize.base import Recognizer, l2_normalize
+from facesphere.recognize.registry import (
+    RECOGNIZERS,
+    create_recognizer,
+    list_recognizers,
+    register_recognizer,
+)
+
+__all__ = [
+    "RECOGNIZERS",
+    "Recognizer",
+    "create_recognizer",
+    "l2_normalize",
+    "list_recognizers",
+    "register_recognizer",
+]

@@ -1,0 +1,44 @@
+"""The interface of face recognizers and the chip handling they share."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from facesphere.cards import ModelCard
+
+
+class Recognizer(Protocol):
+    """Embeds aligned uint8 RGB chips (N, H, W, 3), made with `card.template` at
+    `card.input_size`, into L2-normalised vectors (N, card.embedding_dim)."""
+
+    card: ModelCard
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray: ...
+
+
+def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of `vectors` scaled to unit length."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, eps)
+
+
+def check_chips(chips: np.ndarray, card: ModelCard) -> np.ndarray:
+    """`chips` as (N, H, W, 3) at the card's input size (one chip may come without N)."""
+    chips = np.asarray(chips)
+    if chips.ndim == 3:
+        chips = chips[None]
+    assert card.input_size is not None
+    width, height = card.input_size
+    if chips.ndim != 4 or chips.shape[1:] != (height, width, 3):
+        raise ValueError(
+            f"{card.name} expects chips of shape (N, {height}, {width}, 3), got {chips.shape}"
+        )
+    return chips
+
+
+def normalize_chips(chips: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Network input (N, 3, H, W) float32 of checked chips: (pixel - mean) / std per the card."""
+    return np.ascontiguousarray(card.normalization.apply(chips).transpose(0, 3, 1, 2))

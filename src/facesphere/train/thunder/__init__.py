@@ -1,0 +1,1 @@
+"""Training of the ThunderNet face detector (`facesphere train-detector`)."""
