@@ -257,7 +257,9 @@ class FakeGallery:
         self.threshold = threshold
         self.calls = 0
 
-    def identify(self, embeddings: np.ndarray, top_k: int = 5) -> list[FakeResult]:
+    def identify(
+        self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None
+    ) -> list[FakeResult]:
         self.calls += 1
         scores = np.atleast_2d(embeddings) @ self.matrix.T
         results = []
@@ -275,9 +277,9 @@ class FakeGallery:
 def test_identify_matches_plain_lists() -> None:
     a, b = two_people(0.5)
     gallery = FakeGallery({"Alice": a, "Bob": b})
-    got = identify_matches(gallery, np.stack([a, b]), top_k=1)
+    got = identify_matches(gallery, np.stack([a, b]), top_k=1, threshold=0.9)
     assert [m[0][0] for m in got] == ["Alice", "Bob"] and len(got[0]) == 1
-    assert identify_matches(gallery, np.zeros((0, 128), np.float32), top_k=3) == []
+    assert identify_matches(gallery, np.zeros((0, 128), np.float32), top_k=3, threshold=0.9) == []
 
 
 # -- video end to end ------------------------------------------------------------------------

@@ -31,18 +31,24 @@ class Identifier(Protocol):
     """What a gallery must offer: one result per embedding row, each with `.matches`, the best
     subjects first, as (subject, score) pairs or objects with `.subject` and `.score`."""
 
-    def identify(self, embeddings: np.ndarray, top_k: int = 5) -> Sequence[Any]: ...
+    def identify(
+        self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None
+    ) -> Sequence[Any]: ...
 
     def default_threshold(self) -> float:
         """The score at which a match names a face (from the gallery's model card)."""
         ...
 
 
-def identify_matches(gallery: Identifier, embeddings: np.ndarray, top_k: int) -> list[list[Match]]:
-    """The (subject, score) matches of each embedding row, as plain lists."""
+def identify_matches(
+    gallery: Identifier, embeddings: np.ndarray, top_k: int, threshold: float
+) -> list[list[Match]]:
+    """The (subject, score) matches of each embedding row, as plain lists (`threshold`: the
+    naming threshold the tracker applies, passed on to the gallery)."""
     if len(embeddings) == 0:
         return []
-    results = gallery.identify(np.asarray(embeddings, dtype=np.float32), top_k=top_k)
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    results = gallery.identify(vectors, top_k=top_k, threshold=threshold)
     out: list[list[Match]] = []
     for result in results:
         matches = result["matches"] if isinstance(result, dict) else result.matches
@@ -303,7 +309,7 @@ class EventLog:
 
 
 def _detections(
-    analyzer: Any, frame_bgr: np.ndarray, gallery: Identifier | None, top_k: int
+    analyzer: Any, frame_bgr: np.ndarray, gallery: Identifier | None, top_k: int, threshold: float
 ) -> list[Detection]:
     import cv2
 
@@ -313,7 +319,9 @@ def _detections(
         return []
     embeddings = np.stack([face.embedding for face in faces]).astype(np.float32)
     matches: list[list[Match]] = (
-        identify_matches(gallery, embeddings, top_k) if gallery is not None else [[]] * len(faces)
+        identify_matches(gallery, embeddings, top_k, threshold)
+        if gallery is not None
+        else [[]] * len(faces)
     )
     return [
         Detection(face.box, float(face.score), embedding, found)
@@ -377,7 +385,7 @@ def process_video(
         with _progress_bar(count, progress) as bar:
             while frame is not None:
                 if frames % every == 0:
-                    detections = _detections(analyzer, frame, gallery, top_k)
+                    detections = _detections(analyzer, frame, gallery, top_k, threshold)
                     detection_frames += 1
                     log.add(tracker.update(detections, frames, frames / fps))
                     if annotated is not None:
