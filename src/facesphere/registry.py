@@ -2,14 +2,17 @@
 
 Each stage (detectors, landmarkers, recognizers, backbones, heads, cluster methods) owns one
 `Registry` and exposes `register_<stage>(name)`, `create_<stage>(name, **options)` and
-`list_<stage>()`. Factories take explicit keyword options only (no ``**kwargs``), so an unknown
-name or option is refused with the list of what is known instead of being ignored.
+`list_<stage>()`. A registry given its stage's package imports every module in it on first use,
+so adding a model is one file with one decorator. Factories take explicit keyword options only
+(no ``**kwargs``), so an unknown name or option is refused with the list of what is known
+instead of being ignored.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -22,10 +25,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories; `register` is a decorator, `create` builds by name."""
 
-    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
-        self._modules = modules
-        self._loaded = not modules
+        self._package = package
+        self._loaded = package is None
         self._factories: dict[str, Callable[..., T]] = {}
         self._forwards: dict[str, type | None] = {}
         self._cards: dict[str, ModelCard] = {}
@@ -55,12 +58,14 @@ class Registry(Generic[T]):
         return decorator
 
     def _load(self) -> None:
-        """Import the modules that register this stage's models (once, on first use), so that
-        importing a stage package stays cheap."""
+        """Import every module of the stage's package (once, on first use): a model registers
+        itself by being a module there, and importing the package alone stays cheap."""
         if not self._loaded:
             self._loaded = True
-            for module in self._modules:
-                importlib.import_module(module)
+            assert self._package is not None
+            package = importlib.import_module(self._package)
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{self._package}.{module.name}")
 
     def factory(self, name: str) -> Callable[..., T]:
         """The factory registered as `name` (ConfigError listing the known names if none)."""

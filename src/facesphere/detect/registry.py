@@ -7,10 +7,7 @@ from typing import Any
 from facesphere.detect.base import FaceDetector
 from facesphere.registry import Registry
 
-DETECTORS: Registry[FaceDetector] = Registry(
-    "detector",
-    modules=("facesphere.detect.mmod", "facesphere.detect.hog", "facesphere.detect.thunder"),
-)
+DETECTORS: Registry[FaceDetector] = Registry("detector", package="facesphere.detect")
 register_detector = DETECTORS.register
 list_detectors = DETECTORS.names
 

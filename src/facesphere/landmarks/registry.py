@@ -7,9 +7,7 @@ from typing import Any
 from facesphere.landmarks.base import Landmarker
 from facesphere.registry import Registry
 
-LANDMARKERS: Registry[Landmarker] = Registry(
-    "landmarker", modules=("facesphere.landmarks.dlib_shape5",)
-)
+LANDMARKERS: Registry[Landmarker] = Registry("landmarker", package="facesphere.landmarks")
 register_landmarker = LANDMARKERS.register
 list_landmarkers = LANDMARKERS.names
 

@@ -12,9 +12,7 @@ from typing import Any
 from facesphere.recognize.base import Recognizer
 from facesphere.registry import Registry
 
-RECOGNIZERS: Registry[Recognizer] = Registry(
-    "recognizer", modules=("facesphere.recognize.dlib_resnet",)
-)
+RECOGNIZERS: Registry[Recognizer] = Registry("recognizer", package="facesphere.recognize")
 register_recognizer = RECOGNIZERS.register
 list_recognizers = RECOGNIZERS.names
 EXPORTED_SUFFIXES = (".onnx", ".pt", ".ts")

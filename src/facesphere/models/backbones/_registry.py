@@ -9,7 +9,7 @@ from torch import nn
 
 from facesphere.registry import Registry
 
-BACKBONES: Registry[nn.Module] = Registry("backbone")
+BACKBONES: Registry[nn.Module] = Registry("backbone", package="facesphere.models.backbones")
 
 
 def register_backbone(

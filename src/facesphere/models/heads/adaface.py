@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from . import register_head
+from facesphere.models.heads.registry import register_head
+
 from .base import COS_EPS, MarginHead, check_non_negative, check_positive
 
 

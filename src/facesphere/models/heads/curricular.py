@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from . import register_head
+from facesphere.models.heads.registry import register_head
+
 from .additive import arc_margin
 from .base import MarginHead, check_non_negative, check_positive, sin_from_cos
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_head
+from facesphere.models.heads.registry import register_head
+
 from .base import Head, MarginHead, check_int, check_non_negative, clamp_cos, upcast
 
 

@@ -6,7 +6,8 @@ import math
 
 from torch import Tensor
 
-from . import register_head
+from facesphere.models.heads.registry import register_head
+
 from .additive import arc_margin
 from .base import MarginHead, check_non_negative, check_positive, upcast
 

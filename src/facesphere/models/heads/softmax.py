@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_head
+from facesphere.models.heads.registry import register_head
+
 from .base import Head, MarginHead, upcast
 
 
