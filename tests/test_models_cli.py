@@ -41,6 +41,18 @@ def test_models_command_json() -> None:
     # at least the 512 000 centre weights.
     assert heads, "no heads listed"
     assert any(r["name"] == "arcface" and r["params"] >= 512 * 1000 for r in heads)
+    pretrained = {r["name"]: r for r in rows if "card" in r}
+    assert {(n, r["kind"]) for n, r in pretrained.items()} == {
+        ("cnn", "detector"),
+        ("hog", "detector"),
+        ("thunder", "detector"),
+        ("dlib-shape5", "landmarker"),
+        ("dlib-resnet", "recognizer"),
+    }
+    resnet = pretrained["dlib-resnet"]["card"]
+    assert resnet["licence"].startswith("CC0") and resnet["template"] == "dlib150"
+    assert resnet["thresholds"]["verify"]["value"] == 0.905
+    assert resnet["thresholds"]["verify"]["dataset"].startswith("celeba299")
 
 
 def test_bench_fc_estimate_scales() -> None:

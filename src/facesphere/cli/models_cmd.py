@@ -105,7 +105,7 @@ def models(
         card = row["card"]
         cuts = ", ".join(f"{job} {t['value']}" for job, t in card["thresholds"].items())
         typer.echo(
-            f"{row['name']:<14} {row['kind']:<11} {card['version']:<8} {card['licence']}"
+            f"{row['name']:<14} {row['kind']:<11} {card['version']:<8} {card['licence'].split(' (')[0]}"
             + (f"\n{'':<35}{cuts}" if cuts else "")
         )
     typer.echo("")
