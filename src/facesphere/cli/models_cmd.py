@@ -104,8 +104,9 @@ def models(
     for row in pretrained:
         card = row["card"]
         cuts = ", ".join(f"{job} {t['value']}" for job, t in card["thresholds"].items())
+        licence = card["licence"].split(" (")[0]
         typer.echo(
-            f"{row['name']:<14} {row['kind']:<11} {card['version']:<8} {card['licence'].split(' (')[0]}"
+            f"{row['name']:<14} {row['kind']:<11} {card['version']:<8} {licence}"
             + (f"\n{'':<35}{cuts}" if cuts else "")
         )
     typer.echo("")
