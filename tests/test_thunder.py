@@ -283,7 +283,8 @@ def test_tiny_training_lowers_loss_resumes_and_loads(tmp_path: Path) -> None:
         }
     )
     first = train_detector(cfg, labels=labels, stop_at=15)
-    assert first.steps == 15 and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert first.steps == 15
+    assert (tmp_path / "run" / "checkpoints" / "step-00000015" / "rank-0.pt").is_file()
     cfg.resume = "auto"
     result = train_detector(cfg, labels=labels)
     assert result.steps == 30
@@ -298,6 +299,38 @@ def test_tiny_training_lowers_loss_resumes_and_loads(tmp_path: Path) -> None:
     for det in detector.detect(np.zeros((90, 140, 3), np.uint8)):
         assert det.box.shape == (4,) and det.box.dtype == np.float32
         assert det.landmarks.shape == (5, 2) and det.landmark_scheme == "standard5"
+
+
+def test_diverged_detector_run_writes_no_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facesphere.errors import TrainingError
+    from facesphere.train.thunder import train as thunder_train
+
+    real_loss = thunder_train.detection_loss
+
+    def diverging(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        losses["total"] = losses["total"] * float("inf")
+        return losses
+
+    monkeypatch.setattr(thunder_train, "detection_loss", diverging)
+    labels = _fake_faces(tmp_path / "data")
+    cfg = config_from_dict(
+        {
+            "input_size": 96,
+            "batch_size": 2,
+            "steps": 3,
+            "data_root": str(tmp_path / "data"),
+            "output": str(tmp_path / "run"),
+            "progress": False,
+            "anchor_scales": [24.0, 48.0, 96.0],
+            "export": str(tmp_path / "export.pt"),
+        }
+    )
+    with pytest.raises(TrainingError, match="step 1"):
+        thunder_train.train_detector(cfg, labels=labels)
+    assert not (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "export.pt").exists()
 
 
 def test_missing_weights_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -249,6 +249,33 @@ def test_real_celeba_crops_lower_the_loss(shared_data: Path, tmp_path: Path) -> 
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_diverged_run_stops_without_writing_a_model(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facesphere.errors import TrainingError
+    from facesphere.train import trainer
+
+    build_head = trainer._build_head
+
+    class Diverging(torch.nn.Module):
+        """The real head whose loss turns NaN."""
+
+        def __init__(self, head: torch.nn.Module) -> None:
+            super().__init__()
+            self.head = head
+
+        def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return self.head(embeddings, labels) * float("nan")
+
+    monkeypatch.setattr(trainer, "_build_head", lambda *args: Diverging(build_head(*args)))
+    output = tmp_path / "run"
+    with pytest.raises(TrainingError, match="diverged"):
+        train(_config(shards, output, steps=6, checkpoint_every=2))
+    assert not (output / "model.pt").exists()
+    assert not list(output.glob("checkpoints/step-*"))
+    assert _rows(output / "metrics.csv") == []
+
+
 def test_cli_train_errors_are_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

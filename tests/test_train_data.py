@@ -153,6 +153,29 @@ def test_augment_is_seeded_and_keeps_shape() -> None:
     assert np.array_equal(plain, image.astype(np.float32))
 
 
+def test_one_alignment_function_converts_dlib5_or_refuses() -> None:
+    from facesphere.align.templates import (
+        DLIB_150,
+        STANDARD_112,
+        align_face,
+        align_to_template,
+        dlib5_to_standard5,
+    )
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(200, 200, 3), dtype=np.uint8)
+    dlib5 = np.array([[130, 80], [112, 82], [70, 80], [88, 82], [100, 120]], np.float64)
+    chip = align_to_template(image, dlib5, "dlib5", STANDARD_112)
+    np.testing.assert_array_equal(chip, align_face(image, dlib5_to_standard5(dlib5), STANDARD_112))
+    same = align_to_template(image, dlib5, "dlib5", DLIB_150)
+    np.testing.assert_array_equal(same, align_face(image, dlib5, DLIB_150))
+    assert same.shape == (150, 150, 3) and chip.shape == (112, 112, 3)
+    with pytest.raises(ValueError, match="standard5 landmarks to dlib150"):
+        align_to_template(image, dlib5, "standard5", DLIB_150)
+    with pytest.raises(ValueError, match="None landmarks"):
+        align_to_template(image, dlib5, None, STANDARD_112)
+
+
 def test_prepare_aligns_and_resumes(tmp_path: Path, shared_data: Path) -> None:
     from facesphere.train.prepare import prepare
 

@@ -97,6 +97,21 @@ def align_face(
     return warp_affine(*_antialias(image, matrix), out_size)
 
 
+def align_to_template(
+    image: np.ndarray, landmarks: np.ndarray, scheme: str | None, template: AlignmentTemplate
+) -> np.ndarray:
+    """The chip of the face with `landmarks` in landmark `scheme`, aligned to `template`.
+
+    dlib5 points are converted to standard5 (:func:`dlib5_to_standard5`) for a standard5
+    template; any other scheme that is not the template's is a ValueError.
+    """
+    if scheme != template.scheme:
+        if scheme != "dlib5" or template.scheme != "standard5":
+            raise ValueError(f"cannot align {scheme} landmarks to {template.name}")
+        landmarks = dlib5_to_standard5(landmarks)
+    return align_face(image, landmarks, template)
+
+
 def _antialias(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """When the warp shrinks by more than 2x, box-filter the image down by an integer factor
     first (bilinear sampling alone would alias) and adjust the matrix to the smaller image."""

@@ -6,23 +6,18 @@ from pathlib import Path
 
 import typer
 
+from facesphere.cli.train_cmd import SET_HELP
+
 
 def train_detector_command(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config (configs/thunder.yaml)."),
-    overrides: list[str] = typer.Option(
-        [], "--set", help="Override a config key: --set lr=0.001 (repeatable)."
-    ),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Train the ThunderNet face detector (resume with --set resume=auto)."""
     from facesphere.train.thunder.config import load_config
     from facesphere.train.thunder.train import train_detector
 
-    cfg = load_config(config, overrides)
-    try:
-        result = train_detector(cfg)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    result = train_detector(load_config(config, overrides))
     typer.echo(f"trained {result.steps} steps, loss {result.last_loss:.4f}: {result.model_path}")
 
 

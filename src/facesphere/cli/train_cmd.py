@@ -7,40 +7,24 @@ from pathlib import Path
 
 import typer
 
-from facesphere.cli.common import (
-    EXIT_FAILURE,
-    PipelineOptions,
-    fail,
-    pipeline_options,
-    print_json,
-)
+from facesphere.cli.common import PipelineOptions, pipeline_options, print_json
+
+SET_HELP = "Override a config key: key=value, YAML value, dotted keys for sections (repeatable)."
 
 
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="YAML training config."),
-    overrides: list[str] = typer.Option(
-        [], "--set", help="Override a config key: key=value (dotted keys for sections)."
-    ),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     stop_at: int | None = typer.Option(
         None, "--stop-at", min=1, help="Stop (with a checkpoint) after this global step."
     ),
 ) -> None:
     """Train a face embedding model (single process, or under torchrun for DDP)."""
-    from facesphere.train.config import ConfigError, load_config
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as exc:
-        fail(str(exc))
+    from facesphere.train.config import load_config
     from facesphere.train.trainer import main_worker
 
-    try:
-        result = main_worker(cfg, stop_at)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    except RuntimeError as exc:
-        fail(f"training failed: {str(exc).splitlines()[0]}", EXIT_FAILURE)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = main_worker(load_config(config, overrides), stop_at)
     print_json(
         {
             "output": str(result.output),
@@ -70,20 +54,15 @@ def prepare(
     """Detect, align (standard 112x112 or dlib150) and pack photos into resumable shards."""
     from facesphere.train.prepare import prepare as run_prepare
 
-    if not src.is_dir():
-        fail(f"{src} is not a folder")
-    try:
-        manifest = run_prepare(
-            src,
-            out,
-            workers,
-            shard_mb << 20,
-            pipeline.analyzer_config(),
-            limit_identities=limit,
-            template=template,
-        )
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        fail(str(exc.args[0]) if exc.args else str(exc))
+    manifest = run_prepare(
+        src,
+        out,
+        workers,
+        shard_mb << 20,
+        pipeline.analyzer_config(),
+        limit_identities=limit,
+        template=template,
+    )
     print_json({"output": str(out), **manifest["counts"]})
 
 

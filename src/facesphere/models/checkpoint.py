@@ -6,6 +6,8 @@ Two formats, both ``torch.save`` dictionaries with a ``format`` key:
   (registered name, embedding size, options) and its model card;
 * ``facesphere-checkpoint`` (``checkpoints/step-N/rank-R.pt``): a resumable training state whose
   ``model`` entry is the backbone's weights and whose ``config`` entry is the training config.
+
+Every such file is written with :func:`save_atomic` (the detector's too).
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ def trained_card(
     )
 
 
+def save_atomic(blob: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
 def save_backbone(
     path: Path,
     backbone: nn.Module,
@@ -75,9 +86,7 @@ def save_backbone(
         "step": step,
         **(extra or {}),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    save_atomic(blob, path)
 
 
 def load_backbone_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from facesphere.align.templates import TEMPLATES, AlignmentTemplate, align_face, dlib5_to_standard5
+from facesphere.align.templates import TEMPLATES, AlignmentTemplate, align_to_template
 from facesphere.cards import VERIFY, ModelCard
 from facesphere.detect.registry import create_detector
 from facesphere.device import check_device
@@ -229,17 +229,7 @@ class FaceAnalyzer:
     def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Aligned chips (N, H, W, 3) for `faces`, in the recognizer's template."""
         template = self.template
-        chips = []
-        for face in faces:
-            points = face.landmarks
-            if face.landmark_scheme != template.scheme:
-                if face.landmark_scheme == "dlib5" and template.scheme == "standard5":
-                    points = dlib5_to_standard5(points)
-                else:
-                    raise ValueError(
-                        f"cannot align {face.landmark_scheme} landmarks to {template.name}"
-                    )
-            chips.append(align_face(image, points, template))
+        chips = [align_to_template(image, f.landmarks, f.landmark_scheme, template) for f in faces]
         width, height = template.size
         return np.stack(chips) if chips else np.zeros((0, height, width, 3), np.uint8)
 

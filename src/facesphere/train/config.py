@@ -1,9 +1,12 @@
-"""The training configuration: nested dataclasses loaded from YAML and checked key by key.
+"""The recognition training configuration: nested dataclasses loaded from YAML, key by key.
 
 A config file is a YAML mapping whose keys are the fields of :class:`TrainConfig`; the
 sections ``data``, ``augment`` and ``val`` are mappings of their own.  ``--set key=value``
 overrides use dotted keys (``data.source=/x``, ``head_kwargs.m=0.4``) and YAML values.
-Every unknown key or invalid value raises :class:`ConfigError` naming the key.
+Every unknown key or invalid value raises :class:`ConfigError` naming the key (loading is
+:mod:`facesphere.train.engine`'s). The paths ``data.source``, ``val.pairs``, ``val.root`` and
+``init_backbone`` may be written ``data:NAME``: NAME in the shared data folder
+(``$FACESPHERE_DATA``).
 """
 
 from __future__ import annotations
@@ -12,21 +15,24 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
-
-import yaml
+from typing import Any
 
 from facesphere.errors import ConfigError
+from facesphere.train.engine import (
+    OPTIMIZERS,
+    SCHEDULES,
+    apply_overrides,
+    build_config,
+    check_choice,
+    check_fraction,
+    check_positive,
+    data_path,
+    read_yaml,
+)
 
-
-def _bad(key: str, message: str) -> ConfigError:
-    """The error for configuration key `key`."""
-    return ConfigError(message, key=key)
-
+__all__ = ["ConfigError", "TrainConfig", "config_from_dict", "load_config", "validate"]
 
 DATA_KINDS = ("shards", "folder", "recordio", "center_crop")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "poly", "constant")
 AMP_DTYPES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -42,7 +48,7 @@ class DataConfig:
     """
 
     kind: str = "shards"
-    source: str = ""
+    source: str = data_path()
     max_identities: int | None = None
     min_images: int = 1
     val_identities: int = 0
@@ -72,8 +78,8 @@ class ValConfig:
     """
 
     every: int = 0
-    pairs: str = ""
-    root: str = ""
+    pairs: str = data_path()
+    root: str = data_path()
     pairs_per_fold: int = 20
     folds: int = 10
     batch_size: int = 64
@@ -109,7 +115,7 @@ class TrainConfig:
     runs_dir: str = "runs"
     name: str | None = None
     resume: str | None = None
-    init_backbone: str | None = None
+    init_backbone: str | None = data_path(None)
     num_workers: int = 0
     log_every: int = 10
     checkpoint_every: int = 0
@@ -140,71 +146,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# -- loading and validation -------------------------------------------------------------------
-
-
-def _check_type(key: str, value: Any, hint: Any) -> Any:
-    """Coerce ``value`` to the annotated type ``hint`` or raise ConfigError naming ``key``."""
-    origin = get_origin(hint)
-    args = get_args(hint)
-    if origin is not None and type(None) in args:  # Optional[X]
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(key, value, inner[0])
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _bad(key, f"expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _bad(key, f"expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _bad(key, f"expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _bad(key, f"expected a string, got {value!r}")
-    if origin is dict:
-        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return dict(value)
-        raise _bad(key, f"expected a mapping, got {value!r}")
-    raise _bad(key, f"unsupported value {value!r}")  # pragma: no cover
-
-
-def _build(cls: type, values: Any, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from the mapping ``values`` (keys checked)."""
-    if not isinstance(values, dict):
-        raise _bad(prefix.rstrip(".") or "<root>", f"expected a mapping, got {values!r}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            raise _bad(full, f"unknown key; known: {', '.join(sorted(names))}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{full}.")
-        else:
-            kwargs[key] = _check_type(full, value, hint)
-    return cls(**kwargs)
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise _bad(key, f"must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _positive(key: str, value: float | None, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise _bad(key, f"must be {bound}, got {value!r}")
+# -- validation ---------------------------------------------------------------------------------
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -212,111 +154,57 @@ def validate(config: TrainConfig) -> TrainConfig:
     from facesphere.models.backbones import list_backbones
     from facesphere.models.heads import list_heads
 
-    if config.backbone not in list_backbones():
-        raise _bad(
-            "backbone",
-            f"unknown backbone {config.backbone!r}; known: {', '.join(list_backbones())}",
-        )
-    if config.head not in list_heads():
-        raise _bad("head", f"unknown head {config.head!r}; known: {', '.join(list_heads())}")
-    _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("schedule", config.schedule, SCHEDULES)
-    _choice("amp", config.amp, AMP_DTYPES)
-    _choice("device", config.device, DEVICES)
-    _choice("data.kind", config.data.kind, DATA_KINDS)
+    check_choice("backbone", config.backbone, list_backbones())
+    check_choice("head", config.head, list_heads())
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("schedule", config.schedule, SCHEDULES)
+    check_choice("amp", config.amp, AMP_DTYPES)
+    check_choice("device", config.device, DEVICES)
+    check_choice("data.kind", config.data.kind, DATA_KINDS)
     for key in ("embedding_dim", "batch_size", "lr", "log_every", "keep_checkpoints"):
-        _positive(key, getattr(config, key))
+        check_positive(key, getattr(config, key))
     for key in ("momentum", "weight_decay", "warmup_steps", "min_lr", "num_workers"):
-        _positive(key, getattr(config, key), allow_zero=True)
-    _positive("checkpoint_every", config.checkpoint_every, allow_zero=True)
-    _positive("grad_clip", config.grad_clip)
-    _positive("poly_power", config.poly_power)
-    if not 0.0 < config.sample_rate <= 1.0:
-        raise _bad("sample_rate", f"must be in (0, 1], got {config.sample_rate!r}")
+        check_positive(key, getattr(config, key), allow_zero=True)
+    check_positive("checkpoint_every", config.checkpoint_every, allow_zero=True)
+    check_positive("grad_clip", config.grad_clip)
+    check_positive("poly_power", config.poly_power)
+    check_fraction("sample_rate", config.sample_rate, allow_zero=False)
     if (config.epochs is None) == (config.steps is None):
-        raise _bad("steps", "give exactly one of 'epochs' and 'steps'")
-    _positive("epochs", config.epochs)
-    _positive("steps", config.steps)
+        raise ConfigError("give exactly one of 'epochs' and 'steps'", key="steps")
+    check_positive("epochs", config.epochs)
+    check_positive("steps", config.steps)
     if config.min_lr > config.lr:
-        raise _bad("min_lr", f"must not exceed lr ({config.lr})")
+        raise ConfigError(f"must not exceed lr ({config.lr})", key="min_lr")
     if not config.data.source:
-        raise _bad("data.source", "a data source path is required")
-    _positive("data.max_identities", config.data.max_identities)
-    _positive("data.min_images", config.data.min_images)
-    _positive("data.val_identities", config.data.val_identities, allow_zero=True)
-    if not 0.0 < config.data.crop_fraction <= 1.0:
-        raise _bad("data.crop_fraction", "must be in (0, 1]")
+        raise ConfigError("a data source path is required", key="data.source")
+    check_positive("data.max_identities", config.data.max_identities)
+    check_positive("data.min_images", config.data.min_images)
+    check_positive("data.val_identities", config.data.val_identities, allow_zero=True)
+    check_fraction("data.crop_fraction", config.data.crop_fraction, allow_zero=False)
     for key in ("color_jitter", "random_crop", "blur", "low_res", "grayscale"):
-        value = getattr(config.augment, key)
-        if not 0.0 <= value <= 1.0:
-            raise _bad(f"augment.{key}", f"is a probability in [0, 1], got {value!r}")
-    if not 0.0 < config.augment.crop_scale <= 1.0:
-        raise _bad("augment.crop_scale", "must be in (0, 1]")
-    _positive("augment.color_strength", config.augment.color_strength, allow_zero=True)
-    _positive("val.every", config.val.every, allow_zero=True)
-    _positive("val.pairs_per_fold", config.val.pairs_per_fold)
-    _positive("val.batch_size", config.val.batch_size)
+        check_fraction(f"augment.{key}", getattr(config.augment, key))
+    check_fraction("augment.crop_scale", config.augment.crop_scale, allow_zero=False)
+    check_positive("augment.color_strength", config.augment.color_strength, allow_zero=True)
+    check_positive("val.every", config.val.every, allow_zero=True)
+    check_positive("val.pairs_per_fold", config.val.pairs_per_fold)
+    check_positive("val.batch_size", config.val.batch_size)
     if config.val.folds < 2:
-        raise _bad("val.folds", "needs at least 2 folds")
-    if (
-        config.val.every
-        and not config.val.pairs
-        and config.data.val_identities < 2 * (config.val.folds)
-    ):
-        raise _bad(
-            "data.val_identities",
-            f"validation without val.pairs needs at least {2 * config.val.folds} held-out "
+        raise ConfigError("needs at least 2 folds", key="val.folds")
+    needed = 2 * config.val.folds
+    if config.val.every and not config.val.pairs and config.data.val_identities < needed:
+        raise ConfigError(
+            f"validation without val.pairs needs at least {needed} held-out "
             "identities (2 per fold)",
+            key="data.val_identities",
         )
     return config
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"a.b=value"`` -> (["a", "b"], YAML-parsed value)."""
-    if "=" not in text:
-        raise _bad(text, "overrides look like key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise _bad(text, "empty key in override")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise _bad(key, f"cannot parse value {raw!r}: {exc}") from None
-    return key.split("."), value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys of the raw mapping from ``key=value`` strings."""
-    for text in overrides:
-        path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise _bad(".".join(path), f"{part!r} is not a section")
-            node = child
-        node[path[-1]] = value
-    return raw
-
-
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
     """Build and validate a config from a mapping plus ``key=value`` overrides."""
-    raw = apply_overrides(dict(raw), list(overrides or []))
-    return validate(_build(TrainConfig, raw, ""))
+    return validate(build_config(TrainConfig, apply_overrides(raw, overrides or [])))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config file, apply overrides and validate."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise _bad("--config", f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise _bad("--config", f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise _bad("<root>", f"{path} must hold a mapping")
-    return config_from_dict(raw, overrides)
+    return config_from_dict(read_yaml(path), overrides)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facesphere.errors import ConfigError, DataError
 from facesphere.io.files import IMAGE_SUFFIXES
 from facesphere.train.augment import augment, resize, to_tensor
 from facesphere.train.config import AugmentConfig, DataConfig
@@ -39,7 +40,7 @@ def crop_size(template: str) -> tuple[int, int]:
     from facesphere.align.templates import TEMPLATES
 
     if template not in TEMPLATES:
-        raise ValueError(f"unknown alignment template {template!r}")
+        raise ConfigError(f"unknown alignment template {template!r}")
     width, height = TEMPLATES[template].size
     return (height, width)
 
@@ -76,7 +77,7 @@ def center_crop(image: np.ndarray, fraction: float, size: tuple[int, int] = CROP
 
 def _identity_folders(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder of identity folders")
+        raise DataError(f"{root} is not a folder of identity folders")
     names: list[str] = []
     files: list[Path] = []
     labels: list[int] = []
@@ -90,7 +91,7 @@ def _identity_folders(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
         files.extend(images)
         names.append(folder.name)
     if not names:
-        raise ValueError(f"{root} holds no identity folders with images")
+        raise DataError(f"{root} holds no identity folders with images")
     return names, files, np.asarray(labels, dtype=np.int64)
 
 
@@ -133,7 +134,7 @@ class ShardSource:
         self.reader = ShardReader(root)
         found = self.reader.manifest.get("template", "standard112")
         if found != template:
-            raise ValueError(
+            raise DataError(
                 f"{root} holds {found} crops but the backbone needs {template} "
                 f"(prepare them with --template {template})"
             )
@@ -181,7 +182,7 @@ def open_source(config: DataConfig, template: str = "standard112") -> Source:
         return RecordIOSource(config.source, size)
     if config.kind == "center_crop":
         return CenterCropSource(config.source, config.crop_fraction, size)
-    raise ValueError(f"unknown data kind {config.kind!r}")
+    raise ConfigError(f"unknown data kind {config.kind!r}", key="data.kind")
 
 
 class Subset:
@@ -221,16 +222,17 @@ def split_identities(source: Source, config: DataConfig, seed: int) -> tuple[Sub
     val_ids: np.ndarray = np.zeros(0, np.int64)
     if config.val_identities:
         if config.val_identities >= len(usable):
-            raise ValueError(
-                f"data.val_identities ({config.val_identities}) leaves no training identity "
-                f"out of {len(usable)}"
+            raise ConfigError(
+                f"{config.val_identities} held-out identities leave no training identity "
+                f"out of {len(usable)}",
+                key="data.val_identities",
             )
         val_ids = np.sort(rng.choice(usable, size=config.val_identities, replace=False))
     train_ids = np.setdiff1d(usable, val_ids)
     if config.max_identities:
         train_ids = train_ids[: config.max_identities]
     if len(train_ids) == 0:
-        raise ValueError("no training identities left after filtering")
+        raise DataError("no training identities left after filtering")
     return Subset(source, train_ids), (Subset(source, val_ids) if len(val_ids) else None)
 
 
@@ -245,7 +247,7 @@ class EpochSampler:
         self.seed = seed
         self.global_batch = batch_size * world
         if size < self.global_batch:
-            raise ValueError(
+            raise DataError(
                 f"{size} training images are fewer than one global batch ({self.global_batch})"
             )
 
@@ -339,7 +341,7 @@ def draw_pairs(
         group = [int(c) for c in identities[fold::folds]]
         multi = [c for c in group if len(members[c]) >= 2]
         if len(group) < 2 or not multi:
-            raise ValueError(f"validation fold {fold} needs 2 identities, one with 2 images")
+            raise DataError(f"validation fold {fold} needs 2 identities, one with 2 images")
         for _ in range(pairs_per_fold):
             c = multi[int(rng.integers(len(multi)))]
             a, b = rng.choice(members[c], size=2, replace=False)

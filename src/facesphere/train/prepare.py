@@ -1,11 +1,12 @@
 """``facesphere prepare``: detect, align and pack a folder of identity folders into shards.
 
 For every photo the largest detected face is aligned to the standard 112x112 five-point
-template (eye centres and nose from dlib's five points, :func:`dlib5_to_standard5`), or with
-``template="dlib150"`` to dlib's 150x150 chip from its five points as they are, and stored as
-a JPEG crop.  Photos without a face are listed in ``no_face.txt``.  Shards hold whole
-identities and the manifest is rewritten after each shard, so an interrupted run resumes
-after the last recorded shard.
+template (eye centres and nose from dlib's five points), or with ``template="dlib150"`` to
+dlib's 150x150 chip from its five points as they are (both by the analyzer's one alignment
+function, :func:`facesphere.align.templates.align_to_template`), and stored as a JPEG crop.
+Photos without a face are listed in ``no_face.txt``.  Shards hold whole identities and the
+manifest is rewritten after each shard, so an interrupted run resumes after the last recorded
+shard.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from facesphere.align.templates import TEMPLATES
+from facesphere.errors import ConfigError, DataError
 from facesphere.io.files import IMAGE_SUFFIXES
 from facesphere.train.shards import (
     ShardWriter,
@@ -46,7 +48,7 @@ def crop_face(
     analyzer: Any, path: str, quality: int = 95, template: str = "standard112"
 ) -> tuple[str, bytes | None, str]:
     """(path, JPEG of the main face aligned to ``template`` or None, reason when None)."""
-    from facesphere.align.templates import align_face, dlib5_to_standard5
+    from facesphere.align.templates import align_to_template
     from facesphere.errors import ImageError
     from facesphere.train.recordio import encode_jpeg
 
@@ -58,13 +60,10 @@ def crop_face(
     if not faces:
         return path, None, "no face"
     face = faces[0]
-    target = TEMPLATES[template]
-    points = face.landmarks
-    if face.landmark_scheme == "dlib5" and target.scheme == "standard5":
-        points = dlib5_to_standard5(points)
-    elif face.landmark_scheme != target.scheme:
-        return path, None, f"no {target.scheme} landmarks for {template}"
-    chip = align_face(image, points, target)
+    try:
+        chip = align_to_template(image, face.landmarks, face.landmark_scheme, TEMPLATES[template])
+    except ValueError as exc:
+        return path, None, str(exc)
     return path, encode_jpeg(chip, quality), ""
 
 
@@ -97,23 +96,23 @@ def prepare(
     with crops aligned to ``template`` (``standard112`` or ``dlib150``); faces are found by a
     FaceAnalyzer of ``analyzer_config`` (default: the default pipeline)."""
     if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+        raise ConfigError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
     src, out = Path(src), Path(out)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src} is not a folder")
+        raise DataError(f"{src} is not a folder")
     people = _identities(src)
     if limit_identities:
         people = people[:limit_identities]
     if not people:
-        raise ValueError(f"{src} holds no identity folders with images")
+        raise DataError(f"{src} holds no identity folders with images")
     names = [name for name, _ in people]
     out.mkdir(parents=True, exist_ok=True)
     if (out / "manifest.json").is_file():
         manifest = read_manifest(out)
         if manifest["identities"] != names:
-            raise ValueError(f"{out} was prepared from a different identity list; use a new OUT")
+            raise DataError(f"{out} was prepared from a different identity list; use a new OUT")
         if manifest.get("template", "standard112") != template:
-            raise ValueError(f"{out} was prepared with another template; use a new OUT")
+            raise DataError(f"{out} was prepared with another template; use a new OUT")
     else:
         manifest = new_manifest(names, template, TEMPLATES[template].size, str(src))
         write_manifest(out, manifest)

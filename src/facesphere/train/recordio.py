@@ -175,7 +175,7 @@ class RecordIOFaces:
         self.rec_path = Path(rec_path)
         idx_path = self.rec_path.with_suffix(".idx")
         if not self.rec_path.is_file() or not idx_path.is_file():
-            raise FileNotFoundError(f"need {self.rec_path} and {idx_path}")
+            raise RecordIOError(f"need {self.rec_path} and {idx_path}")
         self.offsets = read_index(idx_path)
         self._handle: BinaryIO | None = None
         header, _ = unpack(self.read_raw(0)) if 0 in self.offsets else (None, b"")

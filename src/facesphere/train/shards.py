@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from facesphere.errors import DataError
+
 MANIFEST = "manifest.json"
 FORMAT = "facesphere-shards"
 
@@ -26,11 +28,16 @@ def shard_stem(number: int) -> str:
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    """The manifest of a shard folder (raises FileNotFoundError / ValueError)."""
+    """The manifest of a shard folder (a DataError when it is missing or not one)."""
     path = Path(root) / MANIFEST
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} manifest")
+    try:
+        manifest = json.loads(path.read_text())
+    except OSError:
+        raise DataError(f"{root} holds no {MANIFEST}: not a shard folder") from None
+    except ValueError:
+        raise DataError(f"{path} is not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path} is not a {FORMAT} manifest")
     return manifest
 
 

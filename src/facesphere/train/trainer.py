@@ -1,4 +1,6 @@
-"""The training loop: backbone + Partial FC margin head, single process or torchrun DDP.
+"""The recognition training loop: backbone + Partial FC margin head, single process or
+torchrun DDP, on :mod:`facesphere.train.engine` (config, schedule, RNG, optimizer, logs,
+checkpoints).
 
 Launched by ``torchrun`` (``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` set) it joins the process
 group over ``env://`` (NCCL on GPUs, gloo on CPU); otherwise it runs as one process.  The
@@ -16,13 +18,9 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
-import math
 import os
-import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from facesphere.cards import TRAINING_NORMALIZATION
+from facesphere.errors import ConfigError, TrainingError
 from facesphere.models.checkpoint import (
     CHECKPOINT_FORMAT,
     backbone_template,
@@ -54,6 +53,17 @@ from facesphere.train.data import (
     open_source,
     split_identities,
     to_crop,
+)
+from facesphere.train.engine import (
+    CheckpointStore,
+    CsvLog,
+    LRSchedule,
+    build_optimizer,
+    load_checkpoint,
+    require_finite,
+    rng_state,
+    seed_everything,
+    set_rng_state,
 )
 
 log = logging.getLogger("facesphere.train")
@@ -80,7 +90,7 @@ def _setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+        raise ConfigError("'cuda' requested but CUDA is not available", key="device")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if want_cuda else "gloo", init_method="env://")
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -130,47 +140,24 @@ def _build_head(
             weight.copy_(full[head.class_start : head.class_start + head.num_local])
     else:
         if world > 1 or config.sample_rate < 1.0:
-            raise ValueError(
-                f"head {config.head!r} is not cosine-based: it cannot be sharded or sampled "
-                "(use one process and sample_rate 1.0)"
+            raise ConfigError(
+                f"{config.head!r} is not cosine-based: it cannot be sharded or sampled "
+                "(use one process and sample_rate 1.0)",
+                key="head",
             )
         head = create_head(config.head, config.embedding_dim, num_classes, **config.head_kwargs)
     return head.to(device)
 
 
-def _lr_factor(config: TrainConfig, total: int):
-    warmup = config.warmup_steps
-    floor = config.min_lr / config.lr
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if config.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if config.schedule == "cosine":
-            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-        else:
-            shape = (1.0 - progress) ** config.poly_power
-        return floor + (1.0 - floor) * shape
-
-    return factor
-
-
-def _optimizer(config: TrainConfig, params: list[nn.Parameter], device: torch.device):
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if config.optimizer == "sgd":
-        make = lambda **kw: torch.optim.SGD(  # noqa: E731
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **kw
-        )
-    else:
-        make = lambda **kw: torch.optim.AdamW(  # noqa: E731
-            params, lr=config.lr, weight_decay=config.weight_decay, **kw
-        )
-    try:
-        return make(**fused)
-    except (TypeError, RuntimeError):
-        return make()
+def lr_schedule(config: TrainConfig, total: int) -> LRSchedule:
+    """The run's learning-rate schedule over ``total`` steps."""
+    return LRSchedule(
+        total=total,
+        warmup=config.warmup_steps,
+        shape=config.schedule,
+        floor=config.min_lr / config.lr,
+        poly_power=config.poly_power,
+    )
 
 
 def _clip(backbone: list[Tensor], head: list[Tensor], max_norm: float, world: int) -> None:
@@ -186,31 +173,6 @@ def _clip(backbone: list[Tensor], head: list[Tensor], max_norm: float, world: in
     coef = (max_norm / (torch.sqrt(sq_b + sq_h) + 1e-6)).clamp(max=1.0)
     for g in grads_b + grads_h:
         g.mul_(coef.to(g.dtype))
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -282,22 +244,6 @@ class Validator:
 # -- checkpoints ---------------------------------------------------------------------------------
 
 
-def _checkpoint_dir(output: Path, step: int) -> Path:
-    return output / "checkpoints" / f"step-{step:08d}"
-
-
-def find_latest_checkpoint(output: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None."""
-    root = Path(output) / "checkpoints"
-    pointer = root / "latest"
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / "rank-0.pt").is_file():
-            return candidate
-    found = sorted(p for p in root.glob("step-*") if (p / "rank-0.pt").is_file())
-    return found[-1] if found else None
-
-
 def _save_backbone(
     path: Path, backbone: nn.Module, config: TrainConfig, step: int, extra: dict | None = None
 ) -> None:
@@ -337,17 +283,8 @@ class _Logger:
         self.writer = None
         if not enabled:
             return
-        self.metrics = output / "metrics.csv"
-        self.val = output / "val.csv"
-        for path, columns in ((self.metrics, METRIC_COLUMNS), (self.val, VAL_COLUMNS)):
-            rows = []
-            if start_step and path.is_file():
-                with open(path, newline="") as handle:
-                    rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
-            with open(path, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, columns)
-                writer.writeheader()
-                writer.writerows(rows)
+        self.metrics = CsvLog(output / "metrics.csv", METRIC_COLUMNS, start_step)
+        self.val = CsvLog(output / "val.csv", VAL_COLUMNS, start_step)
         if config.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -356,14 +293,10 @@ class _Logger:
             except ImportError:
                 log.warning("tensorboard is not installed: skipping TensorBoard logs")
 
-    def _append(self, path: Path, columns: list[str], row: dict[str, Any]) -> None:
-        with open(path, "a", newline="") as handle:
-            csv.DictWriter(handle, columns).writerow(row)
-
     def metric(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._append(self.metrics, METRIC_COLUMNS, row)
+        self.metrics.append(row)
         if self.writer is not None:
             for key in ("loss", "lr", "images_per_s"):
                 self.writer.add_scalar(f"train/{key}", row[key], row["step"])
@@ -371,7 +304,7 @@ class _Logger:
     def validation(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._append(self.val, VAL_COLUMNS, row)
+        self.val.append(row)
         if self.writer is not None:
             self.writer.add_scalar("val/accuracy", row["accuracy"], row["step"])
 
@@ -393,7 +326,7 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
     if rank == 0:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -423,8 +356,15 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
     head = _build_head(config, train_set.num_classes, world, device)
     backbone_params = list(backbone.parameters())
     head_params = list(head.parameters())
-    optimizer = _optimizer(config, backbone_params + head_params, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, total))
+    optimizer = build_optimizer(
+        config.optimizer,
+        backbone_params + head_params,
+        config.lr,
+        config.weight_decay,
+        config.momentum,
+        device=device,
+    )
+    scheduler = lr_schedule(config, total).scheduler(optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     model: nn.Module = backbone
     if world > 1:
@@ -437,30 +377,25 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
     # Resume.
     step, best = 0, None
     permutation: np.ndarray | None = None
-    resume_path: Path | None = None
-    if config.resume == "auto":
-        resume_path = find_latest_checkpoint(output)
-    elif config.resume:
-        resume_path = Path(config.resume)
+    store = CheckpointStore(output, config.keep_checkpoints)
+    resume_path = store.resume_path(config.resume)
     if resume_path is not None:
-        file = resume_path / f"rank-{rank}.pt" if resume_path.is_dir() else resume_path
-        blob = torch.load(file, map_location="cpu", weights_only=False)
-        if blob.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{file} is not a facesphere training checkpoint")
+        blob = load_checkpoint(resume_path, CHECKPOINT_FORMAT, rank)
         if blob["world_size"] != world:
-            raise ValueError(
-                f"{file} was written by {blob['world_size']} ranks; resume with the same number"
+            raise TrainingError(
+                f"{resume_path} was written by {blob['world_size']} ranks; "
+                "resume with the same number"
             )
         backbone.load_state_dict(blob["model"])
         head.load_state_dict(blob["head"])
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
         scaler.load_state_dict(blob["scaler"])
-        _set_rng_state(blob["rng"])
+        set_rng_state(blob["rng"])
         step, best = int(blob["step"]), blob.get("best")
         permutation = np.asarray(blob["permutation"])
         if rank == 0:
-            log.info("resumed from %s at step %d", file, step)
+            log.info("resumed from %s at step %d", resume_path, step)
 
     validator = None
     if config.val.every and rank == 0:
@@ -469,10 +404,6 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
 
     def save(at: int, epoch: int, in_epoch: int, perm: np.ndarray) -> None:
-        folder = _checkpoint_dir(output, at)
-        if rank == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-        _barrier(world)
         blob = {
             "format": CHECKPOINT_FORMAT,
             "version": 1,
@@ -490,18 +421,13 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "best": best,
         }
-        tmp = folder / f"rank-{rank}.pt.tmp"
-        torch.save(blob, tmp)
-        os.replace(tmp, folder / f"rank-{rank}.pt")
+        store.write(at, blob, rank)
         _barrier(world)
         if rank == 0:
-            (output / "checkpoints" / "latest").write_text(folder.name)
-            old = sorted((output / "checkpoints").glob("step-*"))[: -config.keep_checkpoints]
-            for stale in old:
-                shutil.rmtree(stale, ignore_errors=True)
+            store.commit(at)
 
     end = total if stop_at is None else min(total, stop_at)
     bar = tqdm(
@@ -556,7 +482,15 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
                 step += 1
                 in_epoch += 1
                 bar.update()
-                if step % config.log_every == 0 or step == end:
+                log_due = step % config.log_every == 0 or step == end
+                val_due = bool(config.val.every) and (step % config.val.every == 0 or step == total)
+                checkpoint_due = (
+                    bool(config.checkpoint_every) and step % config.checkpoint_every == 0
+                ) or step == end
+                if log_due or val_due or checkpoint_due:
+                    # A diverged run stops before it logs, validates or saves anything.
+                    require_finite(float(loss_sum), step)
+                if log_due:
                     now = time.perf_counter()
                     last_loss = float(loss_sum) / interval_steps
                     rate = interval_steps * sampler.global_batch / max(now - tick, 1e-9)
@@ -574,7 +508,7 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
                     bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
                     loss_sum.zero_()
                     interval_steps, tick = 0, now
-                if config.val.every and (step % config.val.every == 0 or step == total):
+                if val_due:
                     if validator is not None:
                         acc, std = validator.accuracy(_unwrap(model), device, config.channels_last)
                         improved = best is None or acc > best
@@ -598,8 +532,7 @@ def train(config: TrainConfig, stop_at: int | None = None) -> TrainResult:
                         dist.broadcast(shared, 0)
                         best = float(shared) if float(shared) >= 0 else None
                     tick = time.perf_counter()
-                checkpoint_due = config.checkpoint_every and step % config.checkpoint_every == 0
-                if checkpoint_due or step == end:
+                if checkpoint_due:
                     save(step, *divmod(step, spe), permutation)
                     tick = time.perf_counter()
                 if step >= end:

@@ -3,11 +3,15 @@
 The R-CNN head scores each proposal as face / not face, refines its box and regresses the
 five standard landmarks (left eye centre, right eye centre, nose tip, left and right mouth
 corner) as offsets from the RoI centre in units of the RoI size.
+
+Its files, written by training and read here without it: ``facesphere-thunder`` (weights and
+:class:`ThunderSpec`, :func:`save_model`) and ``facesphere-thunder-checkpoint`` (a resumable
+training state that also holds ``spec`` and ``state_dict``); :func:`load_model` reads both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +27,7 @@ from facesphere.detect.thunder.ops import (
 )
 from facesphere.errors import ModelError
 from facesphere.models.backbones import create_backbone
+from facesphere.models.checkpoint import save_atomic
 
 CEM_CHANNELS = 245  # = PSROI_CHANNELS * POOL_SIZE ** 2
 PSROI_CHANNELS = 5
@@ -207,6 +212,16 @@ def offsets_from_landmarks(points: Tensor, boxes: Tensor) -> Tensor:
     wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
     centre = ((boxes[:, 2:] + boxes[:, :2]) / 2)[:, None, :]
     return (points - centre) / (LANDMARK_STD * wh)
+
+
+def save_model(model: ThunderFace, path: str | Path, half: bool = False) -> None:
+    """Write the ``facesphere-thunder`` file: architecture and weights for inference (``half``
+    stores float16: half the size)."""
+    state = {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
+    save_atomic({"format": MODEL_FORMAT, "spec": asdict(model.spec), "state_dict": state}, path)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> ThunderFace:

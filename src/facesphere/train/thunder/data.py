@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from facesphere.errors import DataError
+from facesphere.pretrained.cards import THUNDER
 from facesphere.train.thunder.labels import ImageLabel, read_rgb
 
-MEAN = 127.5
-SCALE = 1.0 / 64.0  # pixel -> network input: (p - MEAN) * SCALE
 FLIP_ORDER = [1, 0, 2, 4, 3]  # standard-5 points after a horizontal mirror
 
 
@@ -193,7 +193,7 @@ class SceneMaker:
         ]
         self.crops = [c for c in crops if c.held_out == held_out]
         if not self.photos or not self.faces:
-            raise ValueError("no labelled faces for this split")
+            raise DataError("no labelled faces for this split")
 
     # -- pieces -------------------------------------------------------------------------------
     def background(self, rng: np.random.Generator) -> np.ndarray:
@@ -346,8 +346,9 @@ def augment_scene(scene: Scene, rng: np.random.Generator) -> Scene:
 
 
 def to_tensor_batch(scenes: list[Scene]):
-    """Stack scenes into the network input (N, 3, S, S) float32."""
+    """Stack scenes into the network input (N, 3, S, S) float32, normalised as the THUNDER
+    card says (the detector feeds its input the same way)."""
     import torch
 
-    arr = np.stack([s.image for s in scenes]).astype(np.float32)
-    return torch.from_numpy((arr - MEAN) * SCALE).permute(0, 3, 1, 2).contiguous()
+    arr = THUNDER.normalization.apply(np.stack([s.image for s in scenes]))
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facesphere.errors import DataError
+
 LABEL_SOURCES = ("celeba299", "orl")
 DEFAULT_LABELS = Path("out/thunder/pseudo_labels.json")
 
@@ -130,9 +132,7 @@ def save_labels(labels: list[ImageLabel], path: Path) -> None:
 def load_labels(path: Path) -> list[ImageLabel]:
     """Read labels written by :func:`save_labels`."""
     if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"{path}: no pseudo-labels; create them with `facesphere detector-labels`"
-        )
+        raise DataError(f"{path}: no pseudo-labels; create them with `facesphere detector-labels`")
     data = json.loads(Path(path).read_text())
     out = []
     for row in data["images"]:

@@ -1,20 +1,18 @@
-"""Training loop for the ThunderNet face detector.
+"""Training loop for the ThunderNet face detector, on :mod:`facesphere.train.engine`.
 
 A run folder holds ``config.yaml``, ``metrics.csv`` (one row per ``log_every`` steps),
-``checkpoints/last.pt`` (model, optimizer, scheduler, RNG states, step) and, at the end,
-``model.pt`` (weights + architecture only, the file the ``thunder`` detector loads).
-Samples depend only on (seed, index), so a resumed run sees the same data as an unbroken one.
+``checkpoints/step-NNNNNNNN/rank-0.pt`` (model, optimizer, scheduler, RNG states, step; the
+``facesphere-thunder-checkpoint`` format) and, at the end, ``model.pt`` (weights +
+architecture only, the file the ``thunder`` detector loads; both formats are
+:mod:`facesphere.detect.thunder.model`'s). Samples depend only on (seed, index), so a resumed
+run sees the same data as an unbroken one.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,10 +21,22 @@ from tqdm import tqdm
 
 from facesphere.detect.thunder.model import (
     CHECKPOINT_FORMAT,
-    MODEL_FORMAT,
     ProposalSettings,
     ThunderFace,
     ThunderSpec,
+    save_model,
+)
+from facesphere.train.engine import (
+    CheckpointStore,
+    CsvLog,
+    LRSchedule,
+    build_optimizer,
+    decay_groups,
+    load_checkpoint,
+    require_finite,
+    rng_state,
+    seed_everything,
+    set_rng_state,
 )
 from facesphere.train.thunder.config import DetectorTrainConfig
 from facesphere.train.thunder.data import SceneMaker, load_landmarks5, to_tensor_batch
@@ -48,55 +58,20 @@ class DetectorTrainResult:
 
 
 def spec_from_config(config: DetectorTrainConfig) -> ThunderSpec:
+    """The architecture a config describes."""
     return ThunderSpec(
         config.backbone, config.input_size, tuple(config.anchor_scales), tuple(config.anchor_ratios)
     )
 
 
-def lr_factor(config: DetectorTrainConfig, step: int) -> float:
-    """Linear warmup to 1, then cosine down to min_lr / lr."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    span = max(config.steps - config.warmup_steps, 1)
-    t = min((step - config.warmup_steps) / span, 1.0)
-    floor = config.min_lr / config.lr
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-def _optimizer(config: DetectorTrainConfig, model: ThunderFace) -> torch.optim.Optimizer:
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": rest, "weight_decay": 0.0},
-    ]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def save_model(model: ThunderFace, path: Path, half: bool = False) -> None:
-    """Weights and architecture for inference (``half`` stores float16: half the size)."""
-    state = {
-        k: (v.half() if half and v.is_floating_point() else v)
-        for k, v in model.state_dict().items()
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": MODEL_FORMAT, "spec": asdict(model.spec), "state_dict": state}, path)
+def lr_schedule(config: DetectorTrainConfig) -> LRSchedule:
+    """Linear warmup to 1, then cosine down to min_lr / lr at ``steps``."""
+    return LRSchedule(
+        total=config.steps,
+        warmup=config.warmup_steps,
+        shape="cosine",
+        floor=config.min_lr / config.lr,
+    )
 
 
 def _scene_maker(
@@ -124,44 +99,38 @@ def train_detector(
 ) -> DetectorTrainResult:
     """Train (or resume) per `config`; `labels` overrides the label file (for tests);
     `stop_at` ends early after that step (the schedule still spans `config.steps`)."""
-    from facesphere.io.data import data_dir
-
     if config.threads:
         torch.set_num_threads(config.threads)
-    root = Path(config.data_root) if config.data_root else data_dir()
+    root = Path(config.data_root)
     output = Path(config.output)
-    (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    random.seed(config.seed)
+    seed_everything(config.seed)
     model = ThunderFace(spec_from_config(config))
-    optimizer = _optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
+    optimizer = build_optimizer(
+        config.optimizer,
+        decay_groups(model, config.weight_decay),
+        config.lr,
+        config.weight_decay,
+        config.momentum,
+        nesterov=True,
+    )
+    scheduler = lr_schedule(config).scheduler(optimizer)
+    store = CheckpointStore(output, config.keep_checkpoints)
     start = 0
-    resume = config.resume
-    if resume == "auto":
-        last = output / "checkpoints" / "last.pt"
-        resume = str(last) if last.is_file() else None
-    if resume:
-        blob = torch.load(resume, map_location="cpu", weights_only=False)
-        if blob.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{resume} is not a detector training checkpoint")
+    resume = store.resume_path(config.resume)
+    if resume is not None:
+        blob = load_checkpoint(resume, CHECKPOINT_FORMAT)
         model.load_state_dict(blob["state_dict"])
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
-        _set_rng_state(blob["rng"])
+        set_rng_state(blob["rng"])
         start = int(blob["step"])
     maker = _scene_maker(config, labels, root)
     loss_settings = LossSettings(landmark_weight=config.landmark_weight)
     proposal_settings = ProposalSettings(pre_nms=600, post_nms=100)
     generator = torch.Generator().manual_seed(config.seed)
-    metrics_path = output / "metrics.csv"
-    new_file = not metrics_path.exists() or start == 0
-    metrics = metrics_path.open("w" if start == 0 else "a", newline="")
-    writer = csv.DictWriter(metrics, METRIC_COLUMNS)
-    if new_file:
-        writer.writeheader()
+    metrics = CsvLog(output / "metrics.csv", METRIC_COLUMNS, start)
 
     def save(step: int) -> None:
         blob = {
@@ -171,12 +140,10 @@ def train_detector(
             "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": config.to_dict(),
         }
-        tmp = output / "checkpoints" / "last.pt.tmp"
-        torch.save(blob, tmp)
-        tmp.replace(output / "checkpoints" / "last.pt")
+        store.save(step, blob)
 
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     model.train()
@@ -199,6 +166,7 @@ def train_detector(
         losses = detection_loss(
             model, images, boxes, points, loss_settings, proposal_settings, generator
         )
+        require_finite(float(losses["total"].detach()), step + 1)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         if config.grad_clip:
@@ -218,14 +186,12 @@ def train_detector(
                 images_per_s=round(done * config.batch_size / max(elapsed, 1e-9), 3),
                 elapsed_s=round(elapsed, 1),
             )
-            writer.writerow(row)
-            metrics.flush()
+            metrics.append(row)
             bar.set_postfix(loss=f"{smoothed:.3f}")
             window = {name: [] for name in LOSS_NAMES}
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
     bar.close()
-    metrics.close()
     save(end)
     model.eval()
     model_path = output / "model.pt"
