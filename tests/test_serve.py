@@ -21,8 +21,10 @@ from typer.testing import CliRunner
 from facesphere.cli.main import app as cli_app
 from facesphere.cli.serve_cmd import _is_loopback
 from facesphere.gallery import Gallery
+from facesphere.io.image import DEFAULT_MAX_PIXELS
 from facesphere.pipeline.analyzer import FaceAnalyzer
 from facesphere.serve.app import CONFIG_ENV, app_from_env, create_app
+from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KeyStore
 
 GALLERY = "people"
@@ -78,7 +80,7 @@ def keys(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def client(home: Path, analyzer: FaceAnalyzer) -> Iterator[TestClient]:
-    with TestClient(create_app(home=home, analyzer=analyzer)) as test_client:
+    with TestClient(create_app(ServeConfig(home=home), analyzer)) as test_client:
         yield test_client
 
 
@@ -150,7 +152,9 @@ def test_no_face_is_an_empty_list(
         assert response.json()["faces"] == []
 
 
-def test_verify(client: TestClient, keys: dict[str, str], photos: dict[str, bytes]) -> None:
+def test_verify(
+    client: TestClient, analyzer: FaceAnalyzer, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
     same = client.post(
         "/v1/verify",
         files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])},
@@ -160,6 +164,9 @@ def test_verify(client: TestClient, keys: dict[str, str], photos: dict[str, byte
     body = same.json()
     assert body["same"] is True and body["similarity"] >= body["threshold"]
     assert body["faces_a"] == 1 and body["faces_b"] == 1
+    calibrated = analyzer.card.threshold("verify")
+    assert (body["threshold"], body["far"]) == (calibrated.value, calibrated.far)
+    assert body["model"] == analyzer.card.name and body["far"] is not None
     other = client.post(
         "/v1/verify",
         files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["chavez"])},
@@ -258,6 +265,22 @@ def test_gallery_flow(
     face = found.json()["faces"][0]
     assert face["identity"] == "Colin_Powell"
     assert face["matches"][0]["subject"] == "Colin_Powell" and len(face["box"]) == 4
+    with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as stored:
+        card = stored.card
+        assert card is not None
+        assert found.json()["threshold"] == stored.default_threshold()
+        assert found.json()["far"] == card.threshold("verify").far
+        assert found.json()["far"] is not None
+        assert found.json()["model"] == card.name
+    strict = client.post(
+        f"{base}/identify",
+        params={"threshold": 0.999},
+        files={"image": upload(photos["powell3"])},
+        headers=read,
+    ).json()
+    assert (strict["threshold"], strict["far"]) == (0.999, None)
+    assert strict["faces"][0]["identity"] is None
+    assert strict["faces"][0]["matches"][0]["subject"] == "Colin_Powell"
     stranger = client.post(
         f"{base}/identify", files={"image": upload(photos["chavez"])}, headers=auth(keys["own"])
     ).json()
@@ -373,8 +396,30 @@ def test_not_found_and_bad_names(
         assert response.status_code == 422, body
 
 
+def test_gallery_of_another_model(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes], home: Path
+) -> None:
+    write = auth(keys["write"])
+    with Gallery.create(home / "galleries" / "foreign.sqlite", model="other-net", dim=128):
+        pass
+    base = "/v1/galleries/foreign"
+    assert client.post(f"{base}/subjects", json={"name": "x"}, headers=write).status_code == 201
+    answers = [
+        client.put(base, headers=write),
+        client.post(
+            f"{base}/subjects/x/faces", files={"images": upload(photos["powell1"])}, headers=write
+        ),
+        client.post(f"{base}/identify", files={"image": upload(photos["powell1"])}, headers=write),
+    ]
+    for response in answers:
+        assert response.status_code == 409, response.text
+        detail = response.json()["detail"]
+        assert "'foreign'" in detail and "other-net" in detail
+        assert str(home) not in detail and "/" not in detail
+
+
 def test_upload_limit(home: Path, analyzer: FaceAnalyzer, keys: dict[str, str]) -> None:
-    small = TestClient(create_app(home=home, analyzer=analyzer, max_upload_bytes=2000))
+    small = TestClient(create_app(ServeConfig(home=home, max_upload_bytes=2000), analyzer))
     big = b"\x00" * 5000
     declared = small.post("/v1/detect", files={"image": upload(big)}, headers=auth(keys["read"]))
     assert declared.status_code == 413
@@ -446,7 +491,7 @@ class _BrokenAnalyzer:
 
 
 def test_internal_errors_hide_details(home: Path, keys: dict[str, str]) -> None:
-    broken = create_app(home=home, analyzer=_BrokenAnalyzer())  # type: ignore[arg-type]
+    broken = create_app(ServeConfig(home=home), _BrokenAnalyzer())  # type: ignore[arg-type]
     with TestClient(broken, raise_server_exceptions=False) as test_client:
         response = test_client.post(
             "/v1/detect", files={"image": upload(_png())}, headers=auth(keys["read"])
@@ -472,7 +517,7 @@ def _jpeg(shared_data: Path) -> bytes:
 
 
 def test_huge_declared_dimensions(client: TestClient, keys: dict[str, str]) -> None:
-    for width, height in ((100_000, 100_000), (2**31 - 1, 1), (5000, 5000)):
+    for width, height in ((100_000, 100_000), (2**31 - 1, 1), (8000, 8000)):
         response = client.post(
             "/v1/detect",
             files={"image": upload(_png_header(width, height), "huge.png")},
@@ -480,6 +525,8 @@ def test_huge_declared_dimensions(client: TestClient, keys: dict[str, str]) -> N
         )
         assert response.status_code == 422, (width, height, response.text)
         assert response.json()["detail"].startswith("image: ")
+    assert f"over the limit of {DEFAULT_MAX_PIXELS / 1e6:.1f} MP" in response.json()["detail"]
+    assert ServeConfig().max_pixels == DEFAULT_MAX_PIXELS
 
 
 _SETTINGS = settings(
