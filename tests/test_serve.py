@@ -571,3 +571,93 @@ def test_corrupted_headers_never_fail_the_server(
     assert 200 <= response.status_code < 500, response.text
     if response.status_code == 200:
         assert response.json()["faces"] == []
+
+
+# -- an exported recognizer -------------------------------------------------------------------
+
+TINY_DIM = 24
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained backbone, exported to ONNX with its card (no thresholds)."""
+    import torch
+
+    from facesphere.export import export_model
+    from facesphere.models.backbones import create_backbone
+    from facesphere.models.checkpoint import save_backbone, trained_card
+
+    torch.manual_seed(0)
+    model = create_backbone("shufflenetv2_x0_5", embedding_dim=TINY_DIM).eval()
+    folder = tmp_path_factory.mktemp("tiny")
+    card = trained_card("shufflenetv2_x0_5", TINY_DIM, "standard112", 1, "x")
+    save_backbone(folder / "model.pt", model, card, "shufflenetv2_x0_5", {}, step=1)
+    return export_model(folder / "model.pt", folder / "tiny.onnx", "onnx", name="tiny")
+
+
+def test_serve_with_an_exported_recognizer(
+    tiny_model: Path,
+    photos: dict[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    import uvicorn
+
+    from facesphere.recognize.exported import read_card
+
+    # `facesphere serve --recognizer PATH` as far as uvicorn: the configuration it leaves for
+    # the workers, then a worker's app built from it.
+    monkeypatch.setenv("FACESPHERE_HOME", str(tmp_path))
+    monkeypatch.setenv(CONFIG_ENV, "")
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    threads = str(torch.get_num_threads())
+    result = CliRunner().invoke(
+        cli_app, ["serve", "--recognizer", str(tiny_model), "--threads", threads]
+    )
+    assert result.exit_code == 0, result.output
+    config = ServeConfig.from_env()
+    assert config.analyzer["recognizer"] == str(tiny_model)
+    assert config.max_pixels == DEFAULT_MAX_PIXELS
+
+    write = auth(KeyStore(tmp_path / "keys.sqlite").create("w", "write")[1])
+    with TestClient(app_from_env()) as served:
+        embedded = served.post(
+            "/v1/embed", files={"image": upload(photos["powell1"])}, headers=write
+        )
+        assert embedded.status_code == 200, embedded.text
+        body = embedded.json()
+        assert (body["model"], body["dim"]) == ("tiny", TINY_DIM)
+        assert len(body["faces"]) == 1 and len(body["faces"][0]["embedding"]) == TINY_DIM
+
+        assert served.put("/v1/galleries/tiny", headers=write).status_code == 201
+        assert Gallery(tmp_path / "galleries" / "tiny.sqlite").card == read_card(tiny_model)
+        assert served.post(
+            "/v1/galleries/tiny/subjects", json={"name": "Colin_Powell"}, headers=write
+        ).is_success
+        enrolled = served.post(
+            "/v1/galleries/tiny/subjects/Colin_Powell/faces",
+            files={"images": upload(photos["powell1"])},
+            headers=write,
+        )
+        assert enrolled.status_code == 201, enrolled.text
+
+        # No calibrated threshold: verify is a server-side 500 that says so; identify, which
+        # takes a threshold, a 409 until the request gives one.
+        verified = served.post(
+            "/v1/verify",
+            files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])},
+            headers=write,
+        )
+        assert verified.status_code == 500
+        assert "'tiny' has no calibrated verify threshold" in verified.json()["detail"]
+        query = {"image": upload(photos["powell2"])}
+        unset = served.post("/v1/galleries/tiny/identify", files=query, headers=write)
+        assert unset.status_code == 409
+        assert "no calibrated verify threshold" in unset.json()["detail"]
+        given = served.post(
+            "/v1/galleries/tiny/identify", params={"threshold": -1.0}, files=query, headers=write
+        )
+        assert given.status_code == 200, given.text
+        assert (given.json()["threshold"], given.json()["far"]) == (-1.0, None)
+        assert given.json()["faces"][0]["identity"] == "Colin_Powell"
