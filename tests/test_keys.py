@@ -140,3 +140,14 @@ def test_keys_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert KeyStore(tmp_path / "keys.sqlite").authenticate(made["key"]) is None
     again = runner.invoke(cli_app, ["keys", "revoke", made["id"]])
     assert again.exit_code == 2 and "no active key" in again.output
+
+
+def test_keys_cli_broken_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACESPHERE_HOME", str(tmp_path))
+    (tmp_path / "keys.sqlite").write_bytes(b"not a database, " * 100)
+    runner = CliRunner()
+    for args in (["list"], ["create", "--name", "x"], ["revoke", "x"]):
+        result = runner.invoke(cli_app, ["keys", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith("error: ") and "key file" in result.stderr
+        assert "Traceback" not in result.output

@@ -21,8 +21,10 @@ from typer.testing import CliRunner
 from facesphere.cli.main import app as cli_app
 from facesphere.cli.serve_cmd import _is_loopback
 from facesphere.gallery import Gallery
+from facesphere.io.image import DEFAULT_MAX_PIXELS
 from facesphere.pipeline.analyzer import FaceAnalyzer
 from facesphere.serve.app import CONFIG_ENV, app_from_env, create_app
+from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KeyStore
 
 GALLERY = "people"
@@ -78,7 +80,7 @@ def keys(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def client(home: Path, analyzer: FaceAnalyzer) -> Iterator[TestClient]:
-    with TestClient(create_app(home=home, analyzer=analyzer)) as test_client:
+    with TestClient(create_app(ServeConfig(home=home), analyzer)) as test_client:
         yield test_client
 
 
@@ -150,7 +152,9 @@ def test_no_face_is_an_empty_list(
         assert response.json()["faces"] == []
 
 
-def test_verify(client: TestClient, keys: dict[str, str], photos: dict[str, bytes]) -> None:
+def test_verify(
+    client: TestClient, analyzer: FaceAnalyzer, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
     same = client.post(
         "/v1/verify",
         files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])},
@@ -160,6 +164,9 @@ def test_verify(client: TestClient, keys: dict[str, str], photos: dict[str, byte
     body = same.json()
     assert body["same"] is True and body["similarity"] >= body["threshold"]
     assert body["faces_a"] == 1 and body["faces_b"] == 1
+    calibrated = analyzer.card.threshold("verify")
+    assert (body["threshold"], body["far"]) == (calibrated.value, calibrated.far)
+    assert body["model"] == analyzer.card.name and body["far"] is not None
     other = client.post(
         "/v1/verify",
         files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["chavez"])},
@@ -258,6 +265,22 @@ def test_gallery_flow(
     face = found.json()["faces"][0]
     assert face["identity"] == "Colin_Powell"
     assert face["matches"][0]["subject"] == "Colin_Powell" and len(face["box"]) == 4
+    with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as stored:
+        card = stored.card
+        assert card is not None
+        assert found.json()["threshold"] == stored.default_threshold()
+        assert found.json()["far"] == card.threshold("verify").far
+        assert found.json()["far"] is not None
+        assert found.json()["model"] == card.name
+    strict = client.post(
+        f"{base}/identify",
+        params={"threshold": 0.999},
+        files={"image": upload(photos["powell3"])},
+        headers=read,
+    ).json()
+    assert (strict["threshold"], strict["far"]) == (0.999, None)
+    assert strict["faces"][0]["identity"] is None
+    assert strict["faces"][0]["matches"][0]["subject"] == "Colin_Powell"
     stranger = client.post(
         f"{base}/identify", files={"image": upload(photos["chavez"])}, headers=auth(keys["own"])
     ).json()
@@ -373,8 +396,30 @@ def test_not_found_and_bad_names(
         assert response.status_code == 422, body
 
 
+def test_gallery_of_another_model(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes], home: Path
+) -> None:
+    write = auth(keys["write"])
+    with Gallery.create(home / "galleries" / "foreign.sqlite", model="other-net", dim=128):
+        pass
+    base = "/v1/galleries/foreign"
+    assert client.post(f"{base}/subjects", json={"name": "x"}, headers=write).status_code == 201
+    answers = [
+        client.put(base, headers=write),
+        client.post(
+            f"{base}/subjects/x/faces", files={"images": upload(photos["powell1"])}, headers=write
+        ),
+        client.post(f"{base}/identify", files={"image": upload(photos["powell1"])}, headers=write),
+    ]
+    for response in answers:
+        assert response.status_code == 409, response.text
+        detail = response.json()["detail"]
+        assert "'foreign'" in detail and "other-net" in detail
+        assert str(home) not in detail and "/" not in detail
+
+
 def test_upload_limit(home: Path, analyzer: FaceAnalyzer, keys: dict[str, str]) -> None:
-    small = TestClient(create_app(home=home, analyzer=analyzer, max_upload_bytes=2000))
+    small = TestClient(create_app(ServeConfig(home=home, max_upload_bytes=2000), analyzer))
     big = b"\x00" * 5000
     declared = small.post("/v1/detect", files={"image": upload(big)}, headers=auth(keys["read"]))
     assert declared.status_code == 413
@@ -446,7 +491,7 @@ class _BrokenAnalyzer:
 
 
 def test_internal_errors_hide_details(home: Path, keys: dict[str, str]) -> None:
-    broken = create_app(home=home, analyzer=_BrokenAnalyzer())  # type: ignore[arg-type]
+    broken = create_app(ServeConfig(home=home), _BrokenAnalyzer())  # type: ignore[arg-type]
     with TestClient(broken, raise_server_exceptions=False) as test_client:
         response = test_client.post(
             "/v1/detect", files={"image": upload(_png())}, headers=auth(keys["read"])
@@ -472,7 +517,7 @@ def _jpeg(shared_data: Path) -> bytes:
 
 
 def test_huge_declared_dimensions(client: TestClient, keys: dict[str, str]) -> None:
-    for width, height in ((100_000, 100_000), (2**31 - 1, 1), (5000, 5000)):
+    for width, height in ((100_000, 100_000), (2**31 - 1, 1), (8000, 8000)):
         response = client.post(
             "/v1/detect",
             files={"image": upload(_png_header(width, height), "huge.png")},
@@ -480,6 +525,8 @@ def test_huge_declared_dimensions(client: TestClient, keys: dict[str, str]) -> N
         )
         assert response.status_code == 422, (width, height, response.text)
         assert response.json()["detail"].startswith("image: ")
+    assert f"over the limit of {DEFAULT_MAX_PIXELS / 1e6:.1f} MP" in response.json()["detail"]
+    assert ServeConfig().max_pixels == DEFAULT_MAX_PIXELS
 
 
 _SETTINGS = settings(
@@ -524,3 +571,93 @@ def test_corrupted_headers_never_fail_the_server(
     assert 200 <= response.status_code < 500, response.text
     if response.status_code == 200:
         assert response.json()["faces"] == []
+
+
+# -- an exported recognizer -------------------------------------------------------------------
+
+TINY_DIM = 24
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained backbone, exported to ONNX with its card (no thresholds)."""
+    import torch
+
+    from facesphere.export import export_model
+    from facesphere.models.backbones import create_backbone
+    from facesphere.models.checkpoint import save_backbone, trained_card
+
+    torch.manual_seed(0)
+    model = create_backbone("shufflenetv2_x0_5", embedding_dim=TINY_DIM).eval()
+    folder = tmp_path_factory.mktemp("tiny")
+    card = trained_card("shufflenetv2_x0_5", TINY_DIM, "standard112", 1, "x")
+    save_backbone(folder / "model.pt", model, card, "shufflenetv2_x0_5", {}, step=1)
+    return export_model(folder / "model.pt", folder / "tiny.onnx", "onnx", name="tiny")
+
+
+def test_serve_with_an_exported_recognizer(
+    tiny_model: Path,
+    photos: dict[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    import uvicorn
+
+    from facesphere.recognize.exported import read_card
+
+    # `facesphere serve --recognizer PATH` as far as uvicorn: the configuration it leaves for
+    # the workers, then a worker's app built from it.
+    monkeypatch.setenv("FACESPHERE_HOME", str(tmp_path))
+    monkeypatch.setenv(CONFIG_ENV, "")
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    threads = str(torch.get_num_threads())
+    result = CliRunner().invoke(
+        cli_app, ["serve", "--recognizer", str(tiny_model), "--threads", threads]
+    )
+    assert result.exit_code == 0, result.output
+    config = ServeConfig.from_env()
+    assert config.analyzer["recognizer"] == str(tiny_model)
+    assert config.max_pixels == DEFAULT_MAX_PIXELS
+
+    write = auth(KeyStore(tmp_path / "keys.sqlite").create("w", "write")[1])
+    with TestClient(app_from_env()) as served:
+        embedded = served.post(
+            "/v1/embed", files={"image": upload(photos["powell1"])}, headers=write
+        )
+        assert embedded.status_code == 200, embedded.text
+        body = embedded.json()
+        assert (body["model"], body["dim"]) == ("tiny", TINY_DIM)
+        assert len(body["faces"]) == 1 and len(body["faces"][0]["embedding"]) == TINY_DIM
+
+        assert served.put("/v1/galleries/tiny", headers=write).status_code == 201
+        assert Gallery(tmp_path / "galleries" / "tiny.sqlite").card == read_card(tiny_model)
+        assert served.post(
+            "/v1/galleries/tiny/subjects", json={"name": "Colin_Powell"}, headers=write
+        ).is_success
+        enrolled = served.post(
+            "/v1/galleries/tiny/subjects/Colin_Powell/faces",
+            files={"images": upload(photos["powell1"])},
+            headers=write,
+        )
+        assert enrolled.status_code == 201, enrolled.text
+
+        # No calibrated threshold: verify is a server-side 500 that says so; identify, which
+        # takes a threshold, a 409 until the request gives one.
+        verified = served.post(
+            "/v1/verify",
+            files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])},
+            headers=write,
+        )
+        assert verified.status_code == 500
+        assert "'tiny' has no calibrated verify threshold" in verified.json()["detail"]
+        query = {"image": upload(photos["powell2"])}
+        unset = served.post("/v1/galleries/tiny/identify", files=query, headers=write)
+        assert unset.status_code == 409
+        assert "no calibrated verify threshold" in unset.json()["detail"]
+        given = served.post(
+            "/v1/galleries/tiny/identify", params={"threshold": -1.0}, files=query, headers=write
+        )
+        assert given.status_code == 200, given.text
+        assert (given.json()["threshold"], given.json()["far"]) == (-1.0, None)
+        assert given.json()["faces"][0]["identity"] == "Colin_Powell"

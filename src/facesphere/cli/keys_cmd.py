@@ -6,8 +6,10 @@ from enum import Enum
 
 import typer
 
-from facesphere.cli.common import EXIT_FAILURE, FacesphereTyper, fail, print_json
+from facesphere.cli.common import FacesphereTyper, print_json
 
+# Errors reach the user through FacesphereTyper: exit 2 for a refused request (a taken name, an
+# unknown key), 1 when the key file itself cannot be used.
 keys_app = FacesphereTyper(
     name="keys",
     help="API keys of the REST service (stored hashed in $FACESPHERE_HOME/keys.sqlite).",
@@ -32,12 +34,9 @@ def create(
     json_output: bool = typer.Option(False, "--json", help="Print the new key as JSON."),
 ) -> None:
     """Make a key and print it once: it cannot be shown again."""
-    from facesphere.serve.keys import KeyStore, KeyStoreError
+    from facesphere.serve.keys import KeyStore
 
-    try:
-        key, secret = KeyStore().create(name, scope.value, gallery)
-    except KeyStoreError as exc:
-        fail(str(exc))
+    key, secret = KeyStore().create(name, scope.value, gallery)
     if json_output:
         print_json({"key": secret, **key.to_dict()})
         return
@@ -51,12 +50,9 @@ def list_keys(
     json_output: bool = typer.Option(False, "--json", help="Print the keys as JSON."),
 ) -> None:
     """The keys, without their secrets."""
-    from facesphere.serve.keys import KeyStore, KeyStoreError
+    from facesphere.serve.keys import KeyStore
 
-    try:
-        keys = KeyStore().list_keys(include_revoked=include_revoked)
-    except KeyStoreError as exc:
-        fail(str(exc), EXIT_FAILURE)
+    keys = KeyStore().list_keys(include_revoked=include_revoked)
     if json_output:
         print_json([k.to_dict() for k in keys])
         return
@@ -77,14 +73,9 @@ def revoke(
     json_output: bool = typer.Option(False, "--json", help="Print the revoked key as JSON."),
 ) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    from facesphere.serve.keys import KeyNotFoundError, KeyStore, KeyStoreError
+    from facesphere.serve.keys import KeyStore
 
-    try:
-        key = KeyStore().revoke(id_or_name)
-    except KeyNotFoundError as exc:
-        fail(str(exc))
-    except KeyStoreError as exc:
-        fail(str(exc), EXIT_FAILURE)
+    key = KeyStore().revoke(id_or_name)
     if json_output:
         print_json(key.to_dict())
     else:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 
 import typer
 
 from facesphere.cli.common import PipelineOptions, fail, pipeline_options
+from facesphere.io.image import DEFAULT_MAX_PIXELS
 
 
 def _is_loopback(host: str) -> bool:
@@ -33,7 +33,7 @@ def serve(
         10.0, "--max-upload-mb", min=0.001, help="Largest request body, in MiB (413 beyond)."
     ),
     max_pixels: int = typer.Option(
-        16_000_000, "--max-pixels", min=1, help="Largest image accepted, in pixels."
+        DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted, in pixels."
     ),
     torch_threads: int | None = typer.Option(
         None, "--threads", min=1, help="Torch threads per worker (default: cores / workers)."
@@ -50,7 +50,7 @@ def serve(
     import uvicorn
 
     from facesphere.paths import facesphere_home
-    from facesphere.serve.app import CONFIG_ENV
+    from facesphere.serve.config import CONFIG_ENV, ServeConfig
 
     if not _is_loopback(host):
         typer.echo(
@@ -60,15 +60,15 @@ def serve(
         )
     if torch_threads is None:
         torch_threads = max(1, (os.cpu_count() or 1) // workers)
-    config = {
-        "home": str(facesphere_home()),
-        "max_upload_bytes": int(max_upload_mb * 1024 * 1024),
-        "max_pixels": max_pixels,
-        "torch_threads": torch_threads,
-        "analyzer": pipeline.analyzer_config(),
-    }
+    config = ServeConfig(
+        home=str(facesphere_home()),
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_pixels=max_pixels,
+        analyzer=pipeline.analyzer_config(),
+        torch_threads=torch_threads,
+    )
     # Worker processes read their configuration from the environment they inherit.
-    os.environ[CONFIG_ENV] = json.dumps(config)
+    os.environ[CONFIG_ENV] = config.to_json()
     try:
         uvicorn.run(
             "facesphere.serve.app:app_from_env",

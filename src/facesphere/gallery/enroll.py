@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,24 +60,33 @@ def enroll_images(
     metadata: Mapping[str, Any] | None = None,
     skip_bad: bool = False,
     create_subject: bool = True,
+    labels: Sequence[str] | None = None,
+    load: Callable[[ImageInput], np.ndarray] | None = None,
 ) -> EnrollReport:
     """Enroll the largest face of each image as `subject`, in one transaction.
 
     An unreadable image or one without a face makes the whole request fail with
     EnrollImagesError listing them, unless `skip_bad`, which enrolls the others (and still fails
-    when no image is usable). The analyzer's model must be the gallery's.
+    when no image is usable). The analyzer's model must be the gallery's. `create_subject`:
+    make the subject when it is new (else SubjectNotFoundError). labels: the images' names in
+    the report (default: their paths or a description); load: decodes one image, raising
+    ImageError when it is unusable (default: `analyzer.load`).
     """
     card = analyzer.card
-    gallery.check_model(card.name, card.version, card.embedding_dim)
+    gallery.check_model(*card.model_key)
+    if labels is None:
+        labels = [describe_source(image) for image in images]
+    elif len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    decode = analyzer.load if load is None else load
     vectors: list[np.ndarray] = []
     sources: list[dict[str, Any]] = []
     used: list[str] = []
     unreadable: list[tuple[str, str]] = []
     no_face: list[str] = []
-    for image in images:
-        label = describe_source(image)
+    for image, label in zip(images, labels):
         try:
-            pixels = analyzer.load(image)
+            pixels = decode(image)
             sha = image_sha256(image, pixels)
         except ImageError as exc:
             unreadable.append((label, exc.reason))

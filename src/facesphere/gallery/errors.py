@@ -18,6 +18,8 @@ __all__ = [
 class GalleryNotFoundError(GalleryError):
     """The gallery database does not exist (and creating it was not asked for)."""
 
+    http_status = 404
+
 
 class GalleryExistsError(GalleryError):
     """`Gallery.create(..., exist_ok=False)` found a gallery already there."""
@@ -30,6 +32,8 @@ class ModelMismatchError(GalleryError):
 class SubjectNotFoundError(GalleryError):
     """No subject of that name in the gallery."""
 
+    http_status = 404
+
 
 class SubjectExistsError(GalleryError):
     """`add_subject` found a subject of that name already."""
@@ -40,6 +44,8 @@ class EnrollImagesError(GalleryError):
 
     `unreadable` holds `(source, reason)` pairs, `no_face` the sources without a face.
     """
+
+    http_status = 422
 
     def __init__(self, unreadable: list[tuple[str, str]], no_face: list[str]) -> None:
         parts = []

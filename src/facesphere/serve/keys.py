@@ -59,6 +59,13 @@ class KeyNotFoundError(KeyStoreError):
     """No active key with that id or name."""
 
 
+class KeyFileError(KeyStoreError):
+    """The key file cannot be opened or read (a fault of the installation, not of the request)."""
+
+    exit_code = 1
+    http_status = 500
+
+
 def valid_gallery_name(name: str) -> bool:
     """Whether `name` may name a gallery: letters, digits, `_`, `-` and `.` (not leading)."""
     return bool(GALLERY_NAME.match(name)) and name not in (".", "..")
@@ -124,7 +131,7 @@ class KeyStore:
         try:
             conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
-            raise KeyStoreError(f"cannot open the key file {self.path}: {exc}") from exc
+            raise KeyFileError(f"cannot open the key file {self.path}: {exc}") from exc
         try:
             if write:
                 conn.executescript(_SCHEMA)
@@ -135,7 +142,7 @@ class KeyStore:
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise KeyStoreError(f"key file {self.path}: {exc}") from exc
+            raise KeyFileError(f"key file {self.path}: {exc}") from exc
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -186,7 +193,7 @@ class KeyStore:
                 rows = conn.execute(query + " ORDER BY created_at, rowid").fetchall()
         except FileNotFoundError:
             return []
-        except KeyStoreError as exc:
+        except KeyFileError as exc:
             if "no such table" in str(exc):
                 return []
             raise
@@ -225,7 +232,7 @@ class KeyStore:
                 ).fetchone()
         except FileNotFoundError:
             return None
-        except KeyStoreError as exc:
+        except KeyFileError as exc:
             if "no such table" in str(exc):
                 return None
             raise

@@ -21,6 +21,8 @@ ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 class BodyTooLargeError(FacesphereError):
     """Raised from `receive` once a request body passes the limit."""
 
+    http_status = 413
+
 
 _BEARER = [(b"www-authenticate", b"Bearer")]
 

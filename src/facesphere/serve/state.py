@@ -1,0 +1,156 @@
+"""`ServiceState`: what the endpoints of one app share (its configuration, key store, analyzer,
+open galleries and image decoding)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facesphere.errors import ImageError
+from facesphere.gallery import Gallery, GalleryNotFoundError
+from facesphere.io.image import load_image
+from facesphere.serve.config import ServeConfig
+from facesphere.serve.keys import KEYS_FILE, KeyStore, valid_gallery_name
+
+if TYPE_CHECKING:
+    from facesphere.pipeline.analyzer import FaceAnalyzer
+
+log = logging.getLogger("facesphere.serve")
+
+GALLERIES_DIR = "galleries"
+GALLERY_SUFFIX = ".sqlite"
+
+
+class ServiceState:
+    """The shared state of one app.
+
+    The analyzer is `analyzer` when given (it keeps its own options), else one built from
+    `config.analyzer` on first use; it runs one analysis at a time (`analyzing()`). Galleries
+    live in `<home>/galleries/<name>.sqlite` and stay open once used.
+    """
+
+    def __init__(self, config: ServeConfig, analyzer: FaceAnalyzer | None = None) -> None:
+        self.config = config
+        self.home = config.home_path()
+        self.keys = KeyStore(self.home / KEYS_FILE)
+        self.max_upload_bytes = int(config.max_upload_bytes)
+        self.max_pixels = int(config.max_pixels)
+        self.galleries_dir = self.home / GALLERIES_DIR
+        self._analyzer = analyzer
+        self._build_lock = threading.Lock()
+        self._analysis_lock = threading.Lock()
+        self._galleries: dict[str, Gallery] = {}
+        self._galleries_lock = threading.Lock()
+        self._gallery_file = re.compile(
+            re.escape(str(self.galleries_dir)) + r"/([^/\s]+)" + re.escape(GALLERY_SUFFIX)
+        )
+
+    # -- the analyzer ------------------------------------------------------------------------
+
+    @property
+    def analyzer_loaded(self) -> bool:
+        """Whether the analyzer is built."""
+        return self._analyzer is not None
+
+    def analyzer(self) -> FaceAnalyzer:
+        """The analyzer, built on first use (only read its card and settings without holding
+        `analyzing()`)."""
+        if self._analyzer is None:
+            with self._build_lock:
+                if self._analyzer is None:
+                    self._analyzer = self._build_analyzer()
+        return self._analyzer
+
+    def _build_analyzer(self) -> FaceAnalyzer:
+        from facesphere.pipeline.analyzer import FaceAnalyzer
+
+        if self.config.torch_threads:
+            import torch
+
+            torch.set_num_threads(int(self.config.torch_threads))
+        return FaceAnalyzer(**{**self.config.analyzer, "max_pixels": self.max_pixels})
+
+    @contextlib.contextmanager
+    def analyzing(self) -> Iterator[FaceAnalyzer]:
+        """The analyzer, for one request at a time."""
+        analyzer = self.analyzer()
+        with self._analysis_lock:
+            yield analyzer
+
+    # -- images ------------------------------------------------------------------------------
+
+    def decode(self, data: bytes, field: str = "image") -> np.ndarray:
+        """Pixels of an uploaded image; ImageError naming `field` and the reason otherwise."""
+        try:
+            return load_image(data, max_pixels=self.max_pixels)
+        except ImageError as exc:
+            raise ImageError(field, exc.reason) from exc
+        except Exception as exc:  # a decoder failing on hostile bytes is still bad input
+            log.warning("decoding %s failed: %s: %s", field, type(exc).__name__, exc)
+            raise ImageError(field, "cannot decode image") from exc
+
+    # -- galleries ---------------------------------------------------------------------------
+
+    def gallery_path(self, name: str) -> Path:
+        """The file of gallery `name`."""
+        return self.galleries_dir / f"{name}{GALLERY_SUFFIX}"
+
+    def gallery(self, name: str) -> Gallery:
+        """The open gallery `name` (GalleryNotFoundError when there is none)."""
+        with self._galleries_lock:
+            gallery = self._galleries.get(name)
+            if gallery is None:
+                try:
+                    gallery = Gallery(self.gallery_path(name))
+                except GalleryNotFoundError:
+                    raise GalleryNotFoundError(f"no gallery named {name!r}") from None
+                self._galleries[name] = gallery
+            return gallery
+
+    def create_gallery(self, name: str) -> tuple[Gallery, bool]:
+        """Create gallery `name` for the analyzer's model, recording its card; (the gallery,
+        whether it is new). ModelMismatchError when it exists for another model."""
+        card = self.analyzer().card
+        with self._galleries_lock:
+            cached = self._galleries.get(name)
+            if cached is not None:
+                cached.check_model(*card.model_key)
+                return cached, False
+            existed = self.gallery_path(name).is_file()
+            gallery = Gallery.create(self.gallery_path(name), exist_ok=True, card=card)
+            self._galleries[name] = gallery
+            return gallery, not existed
+
+    def gallery_names(self) -> list[str]:
+        """The names of the galleries in the home folder, sorted."""
+        if not self.galleries_dir.is_dir():
+            return []
+        names = [
+            p.name[: -len(GALLERY_SUFFIX)]
+            for p in self.galleries_dir.glob(f"*{GALLERY_SUFFIX}")
+            if p.is_file()
+        ]
+        return sorted(n for n in names if valid_gallery_name(n))
+
+    def public_message(self, message: str) -> str:
+        """`message` without the server's paths: a gallery's file becomes its quoted name, any
+        other path under the home folder starts with `<home>`."""
+        message = self._gallery_file.sub(lambda m: repr(m.group(1)), message)
+        return message.replace(str(self.home), "<home>")
+
+    def close(self) -> None:
+        """Close the open galleries."""
+        with self._galleries_lock:
+            for gallery in self._galleries.values():
+                try:
+                    gallery.close()
+                except Exception:
+                    log.exception("closing gallery %s failed", gallery.path)
+            self._galleries.clear()
