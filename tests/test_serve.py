@@ -642,15 +642,16 @@ def test_serve_with_an_exported_recognizer(
         )
         assert enrolled.status_code == 201, enrolled.text
 
-        # No calibrated threshold: verify is a server-side 500 that says so; identify, which
-        # takes a threshold, a 409 until the request gives one.
-        verified = served.post(
-            "/v1/verify",
-            files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])},
-            headers=write,
-        )
-        assert verified.status_code == 500
+        # No calibrated threshold: verify (422) and identify (409) say so until the request
+        # gives one.
+        pair = {"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])}
+        verified = served.post("/v1/verify", files=pair, headers=write)
+        assert verified.status_code == 422
         assert "'tiny' has no calibrated verify threshold" in verified.json()["detail"]
+        pair = {"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])}
+        verified = served.post("/v1/verify", params={"threshold": 0.5}, files=pair, headers=write)
+        assert verified.status_code == 200, verified.text
+        assert verified.json()["threshold"] == 0.5 and verified.json()["model"] == "tiny"
         query = {"image": upload(photos["powell2"])}
         unset = served.post("/v1/galleries/tiny/identify", files=query, headers=write)
         assert unset.status_code == 409

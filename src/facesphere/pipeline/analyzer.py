@@ -291,31 +291,47 @@ class FaceAnalyzer:
         return np.atleast_2d(a) @ np.atleast_2d(b).T
 
     def verify(
-        self, a: ImageInput, b: ImageInput, source_a: str = "a", source_b: str = "b"
+        self,
+        a: ImageInput,
+        b: ImageInput,
+        source_a: str = "a",
+        source_b: str = "b",
+        threshold: float | None = None,
     ) -> Verification:
-        """Compare the largest face of `a` with the largest face of `b`.
+        """Compare the largest face of `a` with the largest face of `b`, at `threshold` (None:
+        the analyzer's).
 
         Raises NoFaceError when either image has no face, ModelError when no threshold is set
         and the recognizer's card has none calibrated.
         """
-        self.decision_threshold()
-        return self.verify_faces(self.analyze(a), self.analyze(b), source_a, source_b)
+        self.decision_threshold(threshold)
+        faces_a, faces_b = self.analyze(a), self.analyze(b)
+        return self.verify_faces(faces_a, faces_b, source_a, source_b, threshold)
 
-    def decision_threshold(self) -> float:
-        """The threshold deciding 'same person' (ModelError when none is set or calibrated)."""
+    def decision_threshold(self, threshold: float | None = None) -> float:
+        """`threshold`, else the analyzer's threshold deciding 'same person' (ModelError when
+        none is set or calibrated)."""
+        if threshold is not None:
+            return float(threshold)
         if self.threshold is None:
             return self.card.threshold(VERIFY).value  # raises, naming the model
         return float(self.threshold)
 
     def verify_faces(
-        self, faces_a: list[Face], faces_b: list[Face], source_a: str = "a", source_b: str = "b"
+        self,
+        faces_a: list[Face],
+        faces_b: list[Face],
+        source_a: str = "a",
+        source_b: str = "b",
+        threshold: float | None = None,
     ) -> Verification:
         """`verify` on faces already analyzed (largest first): compares the first of each."""
         if not faces_a:
             raise NoFaceError(source_a)
         if not faces_b:
             raise NoFaceError(source_b)
-        threshold = self.decision_threshold()
+        far = self.threshold_far if threshold is None else None
+        threshold = self.decision_threshold(threshold)
         face_a, face_b = faces_a[0], faces_b[0]
         score = float(face_a.embedding @ face_b.embedding)
         return Verification(
@@ -327,7 +343,7 @@ class FaceAnalyzer:
             face_a,
             face_b,
             self.card.name,
-            self.threshold_far,
+            far,
         )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, Depends, File, Query, UploadFile
 
+from facesphere.errors import ConfigError
 from facesphere.serve.deps import ERRORS, api_key, read_upload, service
 from facesphere.serve.state import ServiceState
 
@@ -63,25 +64,31 @@ def embed(
     }
 
 
-@router.post(
-    "/v1/verify",
-    responses={
-        **ERRORS,
-        500: {"description": "The service's model has no calibrated threshold (see --threshold)"},
-    },
-)
+@router.post("/v1/verify", responses=ERRORS)
 def verify(
     image_a: UploadFile = File(..., description="The first photo."),
     image_b: UploadFile = File(..., description="The second photo."),
+    threshold: float | None = Query(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity for 'same person' (default: the model card's).",
+    ),
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
     """Whether the largest faces of two photos are the same person, with the threshold that
     decided, the model and the false-accept rate the threshold was calibrated at.
 
-    A photo without a face: 422 naming its field.
+    A photo without a face: 422 naming its field. A model without a calibrated threshold needs
+    `threshold` (422 naming the model otherwise).
     """
     pixels_a = state.decode(read_upload(image_a), "image_a")
     pixels_b = state.decode(read_upload(image_b), "image_b")
     with state.analyzing() as analyzer:
-        result = analyzer.verify(pixels_a, pixels_b, "image_a", "image_b")
+        if threshold is None and analyzer.threshold is None:
+            raise ConfigError(
+                f"model {analyzer.card.name!r} has no calibrated verify threshold; "
+                "give the threshold query parameter"
+            )
+        result = analyzer.verify(pixels_a, pixels_b, "image_a", "image_b", threshold)
     return result.to_dict()
