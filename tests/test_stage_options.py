@@ -212,3 +212,12 @@ def test_a_trained_model_by_path_on_verify_embed_gallery_and_video(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "powell" in json.loads(result.stdout)["identities"]
+
+
+def test_serve_checks_its_pipeline_options_before_starting(tmp_path: Path) -> None:
+    line = one_line_error(
+        runner.invoke(app, ["serve", "--recognizer", str(tmp_path / "x.onnx")]), 2
+    )
+    assert "no exported model" in line
+    line = one_line_error(runner.invoke(app, ["serve", "-d", "thunder", "--upsample", "1"]), 2)
+    assert "no option 'upsample'" in line

@@ -84,9 +84,9 @@ class Registry(Generic[T]):
             found += [p for p in _named_parameters(target) if p not in found]
         return found
 
-    def create(self, name: str, **options: Any) -> T:
-        """Build `name` with `options`; an option the factory does not take is a ConfigError."""
-        factory = self.factory(name)
+    def check(self, name: str, **options: Any) -> None:
+        """ConfigError unless `name` is registered and takes every one of `options`; nothing
+        is built."""
         accepted = self.options(name)
         unknown = sorted(set(options) - set(accepted))
         if unknown:
@@ -94,7 +94,11 @@ class Registry(Generic[T]):
                 f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; "
                 f"its options: {', '.join(accepted) or 'none'}"
             )
-        return factory(**options)
+
+    def create(self, name: str, **options: Any) -> T:
+        """Build `name` with `options`; an option the factory does not take is a ConfigError."""
+        self.check(name, **options)
+        return self.factory(name)(**options)
 
     def card(self, name: str) -> ModelCard | None:
         """The model card registered with `name` (None for untrained architectures)."""

@@ -97,6 +97,14 @@ class PipelineOptions:
         """Keyword arguments of FaceAnalyzer for these options."""
         return asdict(self)
 
+    def check(self) -> None:
+        """Check the options without loading a model (a bad one is a one-line exit 2)."""
+        from facesphere.pipeline.analyzer import check_config
+
+        config = self.analyzer_config()
+        config.pop("threshold")
+        run_guarded(lambda: check_config(**config))
+
     def build(self, **extra: Any) -> FaceAnalyzer:
         """The FaceAnalyzer of these options (a bad option is a one-line exit 2)."""
         from facesphere.pipeline.analyzer import FaceAnalyzer

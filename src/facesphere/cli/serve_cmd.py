@@ -52,6 +52,7 @@ def serve(
     from facesphere.paths import facesphere_home
     from facesphere.serve.config import CONFIG_ENV, ServeConfig
 
+    pipeline.check()  # bad options fail here, before the workers start
     if not _is_loopback(host):
         typer.echo(
             f"warning: binding {host}, reachable from other machines; the service speaks "

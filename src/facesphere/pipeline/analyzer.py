@@ -9,14 +9,15 @@ import numpy as np
 
 from facesphere.align.templates import TEMPLATES, AlignmentTemplate, align_to_template
 from facesphere.cards import VERIFY, ModelCard
-from facesphere.detect.registry import create_detector
+from facesphere.detect.registry import DETECTORS, create_detector
 from facesphere.device import check_device
 from facesphere.errors import ConfigError, ModelError, NoFaceError
 from facesphere.io.image import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from facesphere.landmarks.base import Landmarker
-from facesphere.landmarks.registry import create_landmarker
+from facesphere.landmarks.registry import LANDMARKERS, create_landmarker
 from facesphere.recognize.base import Recognizer, l2_normalize
-from facesphere.recognize.registry import create_recognizer
+from facesphere.recognize.exported import read_card
+from facesphere.recognize.registry import RECOGNIZERS, create_recognizer, is_exported_model
 
 # `landmarker` choices besides a registered name: the detector's own points when they are in
 # the recognizer's scheme, else dlib-shape5 (`auto`); always the detector's own (`detector`).
@@ -108,6 +109,34 @@ def centre_face_box(width: int, height: int, fraction: float = 1 / 2.2) -> np.nd
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
 
 
+def check_config(
+    detector: str = "cnn",
+    recognizer: str = "dlib-resnet",
+    landmarker: str = AUTO_LANDMARKS,
+    engine: str | None = None,
+    device: str = "cpu",
+    upsample: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check FaceAnalyzer's stage options without loading any model (names, options, device,
+    an exported recognizer's card): ConfigError / ModelError when one is wrong. Returns the
+    detector's options and those every stage takes."""
+    check_device(device)
+    common: dict[str, Any] = {"device": device}
+    if engine is not None:
+        common["engine"] = engine
+    detector_options = dict(common)
+    if upsample is not None:
+        detector_options["upsample"] = upsample
+    DETECTORS.check(detector, **detector_options)
+    if landmarker not in (AUTO_LANDMARKS, DETECTOR_LANDMARKS):
+        LANDMARKERS.check(landmarker, **common)
+    if is_exported_model(recognizer):
+        read_card(recognizer)
+    else:
+        RECOGNIZERS.check(recognizer, **common)
+    return detector_options, common
+
+
 class FaceAnalyzer:
     """The face pipeline: `detect(img)`, `embed(img)`, `verify(a, b)`.
 
@@ -133,7 +162,9 @@ class FaceAnalyzer:
         threshold: float | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        check_device(device)
+        detector_options, common = check_config(
+            detector, recognizer, landmarker, engine, device, upsample
+        )
         self.config = {
             "detector": detector,
             "recognizer": recognizer,
@@ -145,12 +176,6 @@ class FaceAnalyzer:
             "threshold": threshold,
             "max_pixels": max_pixels,
         }
-        common: dict[str, Any] = {"device": device}
-        if engine is not None:
-            common["engine"] = engine
-        detector_options = dict(common)
-        if upsample is not None:
-            detector_options["upsample"] = upsample
         self.detector = create_detector(detector, **detector_options)
         self.recognizer: Recognizer = create_recognizer(recognizer, **common)
         self.template: AlignmentTemplate = TEMPLATES[str(self.card.template)]
