@@ -144,7 +144,7 @@ def main() -> None:
     )
     results: dict[str, dict[str, float]] = {}
     for name in args.detectors.split(","):
-        kwargs = {"engine": "torch", "device": "cpu"}
+        kwargs: dict = {"device": "cpu"}
         if name == "thunder":
             kwargs.update(weights=args.weights, score_threshold=0.05)
         detector = create_detector(name, **kwargs)

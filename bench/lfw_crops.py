@@ -31,18 +31,15 @@ def crop_images(paths: list[Path], mode: str, fraction: float = 0.5) -> np.ndarr
         return np.stack([center_crop(load_image(p), fraction) for p in paths])
     if mode != "aligned":
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    from facesphere.align.templates import STANDARD_112, align_face, dlib5_to_standard5
+    from facesphere.align.templates import STANDARD_112, align_to_template
     from facesphere.pipeline.analyzer import FaceAnalyzer
 
     analyzer = FaceAnalyzer(detector="hog")
     crops = []
     for path in paths:
         image = analyzer.load(path)
-        faces = analyzer.detect(image) or [analyzer.centre_face(image)]
-        points = faces[0].landmarks
-        if faces[0].landmark_scheme == "dlib5":
-            points = dlib5_to_standard5(points)
-        crops.append(align_face(image, points, STANDARD_112))
+        face = (analyzer.detect(image) or [analyzer.centre_face(image)])[0]
+        crops.append(align_to_template(image, face.landmarks, face.landmark_scheme, STANDARD_112))
     return np.stack(crops)
 
 
