@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from facesphere.paths import cache_dir, write_private
 
 HEAVY = ("torch", "faiss", "fastapi", "cv2", "matplotlib")
 
@@ -47,3 +50,21 @@ def test_help_and_version_do_not_import_torch(flag: str) -> None:
         "    assert exc.code in (0, None), exc.code"
     )
     assert "torch" not in _imported_after(code)
+
+
+def test_models_rows_come_from_their_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facesphere.cli import models_cmd
+
+    monkeypatch.setenv("FACESPHERE_HOME", str(tmp_path))
+    key = models_cmd._rows_key()
+    marker = [{"name": "marker", "kind": "backbone", "params": 1}]
+    write_private(
+        cache_dir() / f"models-{key[:16]}.json", json.dumps({"key": key, "rows": marker}).encode()
+    )
+    assert models_cmd._model_rows() == marker
+    stale = cache_dir() / f"models-{key[:16]}.json"
+    stale.write_text(json.dumps({"key": "0" * 64, "rows": marker}))
+    monkeypatch.setattr(models_cmd, "_backbone_rows", lambda: [{"name": "rebuilt"}])
+    monkeypatch.setattr(models_cmd, "_head_rows", list)
+    assert models_cmd._model_rows() == [{"name": "rebuilt"}]
+    assert json.loads(stale.read_text())["key"] == key

@@ -15,11 +15,9 @@ home) the model is converted in memory and a warning logged; inference never dep
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import stat
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from facesphere.cards import ModelCard
-from facesphere.paths import facesphere_home
+from facesphere.paths import cache_dir, read_private, write_private
 from facesphere.pretrained.files import card_file
 
 FORMAT = 1
@@ -53,7 +51,7 @@ _MEMO: dict[tuple[str, str | None], ConvertedWeights] = {}
 
 def weights_cache_dir() -> Path:
     """The folder of the converted-weight files."""
-    return facesphere_home() / "cache" / "weights"
+    return cache_dir() / "weights"
 
 
 def cache_path(card: ModelCard) -> Path:
@@ -94,55 +92,32 @@ def load_converted(
     return model
 
 
-def _trusted(info: os.stat_result) -> bool:
-    """A regular file of this user that no one else may write."""
-    return (
-        stat.S_ISREG(info.st_mode)
-        and info.st_uid == os.getuid()
-        and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    )
-
-
 def _read(path: Path, card: ModelCard) -> ConvertedWeights | None:
     """The cached weights of `card` at `path`, or None (missing, foreign or damaged)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
+        data = read_private(path)
     except OSError as exc:
-        log.warning("cannot open the weight cache %s (%s); converting again", path, exc)
+        log.warning("cannot read the weight cache %s (%s); converting again", path, exc)
         return None
-    with os.fdopen(fd, "rb") as handle:
-        if not _trusted(os.fstat(fd)):
+    if data is None:
+        if path.exists() or path.is_symlink():
             log.warning("weight cache %s is not a private file of this user; replacing it", path)
-            return None
-        try:
-            with np.load(handle, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            record = json.loads(arrays.pop(_RECORD).tobytes().decode("utf-8"))
-            expected = {"format": FORMAT, "card": card.name, "source_sha256": card.sha256}
-            if {key: record.get(key) for key in expected} != expected:
-                raise ValueError(
-                    f"written for {record.get('card')!r}, format {record.get('format')}"
-                )
-            return ConvertedWeights(record["meta"], arrays)
-        except (OSError, ValueError, KeyError, EOFError, AttributeError, zipfile.BadZipFile) as exc:
-            log.warning("weight cache %s is unreadable (%s); converting again", path, exc)
-            return None
-
-
-def _make_private_dirs(folder: Path) -> None:
-    """Create `folder` and any missing parents with mode 0700."""
-    missing = []
-    while not folder.is_dir():
-        missing.append(folder)
-        folder = folder.parent
-    for created in reversed(missing):
-        created.mkdir(mode=0o700)
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        record = json.loads(arrays.pop(_RECORD).tobytes().decode("utf-8"))
+        expected = {"format": FORMAT, "card": card.name, "source_sha256": card.sha256}
+        if {key: record.get(key) for key in expected} != expected:
+            raise ValueError(f"written for {record.get('card')!r}, format {record.get('format')}")
+        return ConvertedWeights(record["meta"], arrays)
+    except (OSError, ValueError, KeyError, EOFError, AttributeError, zipfile.BadZipFile) as exc:
+        log.warning("weight cache %s is unreadable (%s); converting again", path, exc)
+        return None
 
 
 def _write(path: Path, card: ModelCard, converted: ConvertedWeights) -> None:
-    """Write the cache file atomically and owner-only; a failure is only logged."""
+    """Write the cache file (atomically, owner-only); a failure is only logged."""
     record = {
         "format": FORMAT,
         "card": card.name,
@@ -150,18 +125,10 @@ def _write(path: Path, card: ModelCard, converted: ConvertedWeights) -> None:
         "meta": converted.meta,
     }
     encoded = np.frombuffer(json.dumps(record).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **converted.arrays, **{_RECORD: encoded})
     try:
-        _make_private_dirs(path.parent)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **converted.arrays, **{_RECORD: encoded})
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_private(path, buffer.getvalue())
     except OSError as exc:
         log.warning(
             "cannot write the weight cache %s (%s); the model was converted in memory", path, exc
