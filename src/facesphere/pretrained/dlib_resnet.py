@@ -114,7 +114,9 @@ def _conv_state(state: dict[str, np.ndarray], name: str, cur: LayerCursor, conv:
     state[f"{name}.weight"], state[f"{name}.bias"] = weight, bias
 
 
-def _check_pool(cur: LayerCursor, kind: str, kernel: tuple[int, int], stride: tuple[int, int]):
+def _check_pool(
+    cur: LayerCursor, kind: str, kernel: tuple[int, int], stride: tuple[int, int]
+) -> None:
     pool = cur.take(kind)
     if pool.options["kernel"] != kernel or pool.options["stride"] != stride:
         raise DlibFormatError(f"{cur.net.path}: unexpected {kind} {pool.options}")
