@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +34,17 @@ def corrupt(tmp_path: Path) -> Path:
     path = tmp_path / "corrupt.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def facesphere_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One fresh $FACESPHERE_HOME for the whole run (weight cache, keys), so tests never write
+    into ~/.facesphere; tests that need their own home still set it themselves."""
+    home = tmp_path_factory.mktemp("facesphere-home")
+    saved = os.environ.get("FACESPHERE_HOME")
+    os.environ["FACESPHERE_HOME"] = str(home)
+    yield home
+    if saved is None:
+        del os.environ["FACESPHERE_HOME"]
+    else:
+        os.environ["FACESPHERE_HOME"] = saved

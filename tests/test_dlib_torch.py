@@ -17,7 +17,6 @@ from facesphere.pretrained.dlib_format import (
     DlibFormatError,
     Reader,
     load_network,
-    load_pretrained,
     load_shape_predictor,
     read_network,
     read_shape_predictor,
@@ -80,14 +79,14 @@ def test_integer_and_float_encoding() -> None:
 
 
 def test_reads_the_three_models() -> None:
-    resnet = load_pretrained(DLIB_RESNET)
+    resnet = load_network(card_file(DLIB_RESNET))
     assert resnet.input["size"] == (150, 150)
     assert len(resnet.layers) == 108
     assert resnet.layers[-1].kind == "fc" and resnet.layers[-1].arrays["weight"].shape == (256, 128)
-    mmod = load_pretrained(DLIB_MMOD)
+    mmod = load_network(card_file(DLIB_MMOD))
     assert mmod.loss["detector_windows"][0]["width"] == 80
     assert 0 < mmod.loss["nms_iou"] < 1
-    shape = load_pretrained(DLIB_SHAPE5)
+    shape = load_shape_predictor(card_file(DLIB_SHAPE5))
     assert shape.initial_shape.shape == (5, 2)
     assert shape.leaf_values.shape[2:] == (16, 5, 2)
 
@@ -114,10 +113,13 @@ def test_damaged_and_wrong_files(tmp_path: Path) -> None:
 
 
 def test_wrong_network_for_model_class() -> None:
-    from facesphere.pretrained.dlib_resnet import DlibResNet
+    from facesphere.pretrained.dlib_mmod import convert_dlib_mmod
+    from facesphere.pretrained.dlib_resnet import convert_dlib_resnet
 
     with pytest.raises(DlibFormatError):
-        DlibResNet(load_pretrained(DLIB_MMOD))
+        convert_dlib_resnet(card_file(DLIB_MMOD))
+    with pytest.raises(DlibFormatError):
+        convert_dlib_mmod(card_file(DLIB_RESNET))
 
 
 # -- recogniser -----------------------------------------------------------------------------
@@ -160,10 +162,10 @@ def test_resnet_matches_dlib() -> None:
 
 
 def test_shape_predictor_matches_dlib() -> None:
-    from facesphere.pretrained.dlib_shape import ShapeCascade
+    from facesphere.pretrained.dlib_shape import load_dlib_shape5
 
     sp = dlib.shape_predictor(str(card_file(DLIB_SHAPE5)))
-    tp = ShapeCascade(load_pretrained(DLIB_SHAPE5))
+    tp = load_dlib_shape5()
     rng = np.random.default_rng(1)
     hog = dlib.get_frontal_face_detector()
     for name in NAMES[:3]:

@@ -1,13 +1,24 @@
 """`facesphere models`: the pretrained models with their cards, and the trainable backbones and
-heads with their size and cost."""
+heads with their size and cost.
+
+Counting FLOPs takes seconds (torch's FlopCounterMode imports torch._dynamo on first use, then
+traces every backbone), so the backbone and head rows are cached in
+``$FACESPHERE_HOME/cache/models-<key>.json``, keyed by a digest of torch's version and the
+source of every ``facesphere.models`` module: any change to a model rebuilds them.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from facesphere.cli.common import print_json
+from facesphere.paths import cache_dir, read_private, write_private
 
 HEAD_EMBEDDING_DIM = 512
 HEAD_NUM_CLASSES = 1000
@@ -86,6 +97,42 @@ def _pretrained_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _rows_key() -> str:
+    """A digest of what the backbone and head rows depend on: torch and facesphere.models."""
+    import torch
+
+    import facesphere.models
+
+    digest = hashlib.sha256(f"torch {torch.__version__}".encode())
+    package = Path(facesphere.models.__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
+def _model_rows() -> list[dict[str, Any]]:
+    """The backbone and head rows, from the cache when the models' code is unchanged."""
+    key = _rows_key()
+    path = cache_dir() / f"models-{key[:16]}.json"
+    try:
+        data = read_private(path)
+        cached = json.loads(data) if data is not None else None
+    except (OSError, ValueError):
+        cached = None
+    if (
+        isinstance(cached, dict)
+        and cached.get("key") == key
+        and isinstance(cached.get("rows"), list)
+    ):
+        return cached["rows"]
+    rows = _backbone_rows() + _head_rows()
+    try:
+        write_private(path, json.dumps({"key": key, "rows": rows}).encode())
+    except OSError as exc:
+        logging.getLogger(__name__).debug("models rows not cached in %s: %s", path, exc)
+    return rows
+
+
 def _format_count(value: int | None, unit: float, suffix: str) -> str:
     return "-" if value is None else f"{value / unit:.2f}{suffix}"
 
@@ -96,7 +143,7 @@ def models(
     """Pretrained models (task, licence, thresholds), backbones (params, forward FLOPs at their
     default input) and heads (params)."""
     pretrained = _pretrained_rows()
-    rows = _backbone_rows() + _head_rows()
+    rows = _model_rows()
     if json_output:
         print_json(pretrained + rows)
         return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from facesphere.cli.common import PipelineOptions, fail, pipeline_options, print_json
@@ -56,6 +55,8 @@ def verify(
     pipeline: PipelineOptions,
 ) -> None:
     """Are the people in two photos the same person? Compares the largest faces."""
+    import numpy as np
+
     analyzer = pipeline.build()
     analyzer.decision_threshold()
     faces_a = analyzer.analyze(image_a)
@@ -108,6 +109,8 @@ def embed(
 
     Images without a face, and unreadable files, are listed in the output and on stderr.
     """
+    import numpy as np
+
     from facesphere.io.files import iter_image_files
     from facesphere.pipeline.runner import analyze_files
 

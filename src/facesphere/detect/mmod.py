@@ -18,10 +18,9 @@ from facesphere.detect.geometry import from_inclusive, rgb_image
 from facesphere.detect.registry import register_detector
 from facesphere.errors import ConfigError
 from facesphere.pretrained.cards import DLIB_MMOD
-from facesphere.pretrained.dlib_format import DlibFormatError, DlibNetwork, load_pretrained
 from facesphere.pretrained.dlib_library import check_engine, import_dlib
 from facesphere.pretrained.dlib_mmod import (
-    MMODNet,
+    load_dlib_mmod,
     lround,
     overlaps_nms,
     pyramid_rects,
@@ -55,21 +54,17 @@ class MMODDetector:
             self._dlib = import_dlib().cnn_face_detection_model_v1(str(card_file(self.card)))
             self._lock = threading.Lock()
             return
-        net = load_pretrained(self.card)
-        if not isinstance(net, DlibNetwork) or net.loss.get("kind") != "mmod":
-            raise DlibFormatError(f"{net.path}: not an MMOD detector")
-        if net.loss.get("use_bounding_box_regression"):
-            raise DlibFormatError(f"{net.path}: bounding box regression is not supported")
+        model, layout = load_dlib_mmod()
         self.device = torch.device(device)
-        self.model = MMODNet(net).eval().to(self.device).to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(
-            net.input["mean_rgb"], dtype=torch.float32, device=self.device
-        ).view(1, 3, 1, 1)
-        self.padding = int(net.input["pyramid_padding"])
-        self.outer_padding = int(net.input["pyramid_outer_padding"])
-        self.windows = [(w["width"], w["height"]) for w in net.loss["detector_windows"]]
-        self.nms_iou = float(net.loss["nms_iou"])
-        self.nms_covered = float(net.loss["nms_percent_covered"])
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(layout.mean_rgb, dtype=torch.float32, device=self.device).view(
+            1, 3, 1, 1
+        )
+        self.padding = layout.pyramid_padding
+        self.outer_padding = layout.pyramid_outer_padding
+        self.windows = list(layout.windows)
+        self.nms_iou = layout.nms_iou
+        self.nms_covered = layout.nms_covered
 
     # -- stages -------------------------------------------------------------------------------
     def _upsampled(self, image: np.ndarray) -> torch.Tensor:

@@ -13,9 +13,8 @@ import numpy as np
 
 from facesphere.landmarks.registry import register_landmarker
 from facesphere.pretrained.cards import DLIB_SHAPE5
-from facesphere.pretrained.dlib_format import ShapePredictorData, load_pretrained
 from facesphere.pretrained.dlib_library import check_engine, import_dlib
-from facesphere.pretrained.dlib_shape import ShapeCascade
+from facesphere.pretrained.dlib_shape import load_dlib_shape5
 from facesphere.pretrained.files import card_file
 
 
@@ -32,9 +31,7 @@ class ShapePredictor5:
             self._predictor = self._dlib.shape_predictor(str(card_file(self.card)))
             self._lock = threading.Lock()
         else:
-            data = load_pretrained(self.card)
-            assert isinstance(data, ShapePredictorData)
-            self._cascade = ShapeCascade(data)
+            self._cascade = load_dlib_shape5()
 
     def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Landmarks (N, 5, 2) float32 for boxes (N, 4) with exclusive right/bottom edges."""

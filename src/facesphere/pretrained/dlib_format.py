@@ -27,9 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from facesphere.cards import ModelCard
 from facesphere.errors import ModelError
-from facesphere.pretrained.files import card_file
 
 _SPECIAL_EXPONENTS = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
 
@@ -569,16 +567,3 @@ def load_shape_predictor(path: Path | str) -> ShapePredictorData:
     """Read a dlib shape predictor file."""
     data, name = _load(path)
     return read_shape_predictor(data, name)
-
-
-_LOADED: dict[str, DlibNetwork | ShapePredictorData] = {}
-
-
-def load_pretrained(card: ModelCard) -> DlibNetwork | ShapePredictorData:
-    """Read (once per process) the dlib file a card names, after checking its sha256."""
-    if card.name not in _LOADED:
-        path = card_file(card)
-        _LOADED[card.name] = (
-            load_shape_predictor(path) if card.task == "landmarks" else load_network(path)
-        )
-    return _LOADED[card.name]

@@ -30,14 +30,19 @@ bottom **inclusive** (width = right - left + 1), and integral like dlib's output
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesphere.pretrained._dlib_torch import LayerCursor, conv_affine
-from facesphere.pretrained.dlib_format import DlibNetwork
+from facesphere.pretrained._dlib_torch import ConvSpec, LayerCursor, fold_conv, module_from_state
+from facesphere.pretrained.cards import DLIB_MMOD
+from facesphere.pretrained.dlib_format import DlibFormatError, load_network
+from facesphere.pretrained.weight_cache import ConvertedWeights, load_converted
 
 
 def lround(x: np.ndarray | float) -> np.ndarray:
@@ -46,33 +51,108 @@ def lround(x: np.ndarray | float) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-class MMODNet(nn.Module):
-    """The detector's convolutional network: normalised RGB (N, 3, H, W) -> scores (N, K, h, w)."""
+@dataclass(frozen=True)
+class MMODLayout:
+    """What an MMOD file says besides its weights: the convolutions (the last one scores; each
+    other one is followed by a relu), the input layer's channel means and pyramid paddings,
+    the detector windows (width, height) and loss_mmod's suppression thresholds."""
 
-    def __init__(self, net: DlibNetwork) -> None:
+    convs: tuple[ConvSpec, ...]
+    mean_rgb: tuple[float, float, float]
+    pyramid_padding: int
+    pyramid_outer_padding: int
+    windows: tuple[tuple[int, int], ...]
+    nms_iou: float
+    nms_covered: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (`from_dict` reads it back)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MMODLayout:
+        """The layout `to_dict` gave."""
+        return cls(
+            convs=tuple(ConvSpec.from_dict(c) for c in data["convs"]),
+            mean_rgb=tuple(float(v) for v in data["mean_rgb"]),
+            pyramid_padding=int(data["pyramid_padding"]),
+            pyramid_outer_padding=int(data["pyramid_outer_padding"]),
+            windows=tuple((int(w), int(h)) for w, h in data["windows"]),
+            nms_iou=float(data["nms_iou"]),
+            nms_covered=float(data["nms_covered"]),
+        )
+
+
+class MMODNet(nn.Module):
+    """The detector's convolutional network: normalised RGB (N, 3, H, W) -> scores (N, K, h, w).
+
+    Built from the convolutions' shapes (torch's default initialisation); `from_state` gives
+    it converted weights."""
+
+    def __init__(self, convs: tuple[ConvSpec, ...]) -> None:
         super().__init__()
-        cur = LayerCursor(net)
-        convs: list[nn.Conv2d] = []
-        while cur.i < len(net.layers) - 1:
-            con = cur.take("con")
-            convs.append(conv_affine(con, cur.take("affine")))
-            cur.take("relu")
-        self.body = nn.ModuleList(convs)
-        self.head = conv_affine(cur.take("con"), None)
-        cur.done()
+        self.body = nn.ModuleList(spec.module() for spec in convs[:-1])
+        self.head = convs[-1].module()
         # map output cell -> input pixel: p_in = p_out * stride - padding + kernel // 2
         scale, offset = 1.0, 0.0
-        for conv in [*convs, self.head]:
-            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-            offset += scale * (k // 2 - p)
-            scale *= s
+        for spec in convs:
+            offset += scale * (spec.kernel[0] // 2 - spec.padding[0])
+            scale *= spec.stride[0]
         self.cell_scale = scale
         self.cell_offset = offset
+
+    @classmethod
+    def from_state(cls, convs: tuple[ConvSpec, ...], state: dict[str, np.ndarray]) -> MMODNet:
+        """The network of `convs` with the weights of `state` (from `convert_dlib_mmod`)."""
+        return module_from_state(lambda: cls(convs), state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.body:
             x = F.relu(conv(x))
         return self.head(x)
+
+
+def convert_dlib_mmod(path: Path) -> ConvertedWeights:
+    """The layout (as meta) and the `MMODNet` state of dlib's MMOD file at `path`."""
+    net = load_network(path)
+    if net.loss.get("kind") != "mmod":
+        raise DlibFormatError(f"{net.path}: not an MMOD detector")
+    if net.loss.get("use_bounding_box_regression"):
+        raise DlibFormatError(f"{net.path}: bounding box regression is not supported")
+    cur = LayerCursor(net)
+    convs: list[ConvSpec] = []
+    state: dict[str, np.ndarray] = {}
+    while cur.i < len(net.layers) - 1:
+        con = cur.take("con")
+        name = f"body.{len(convs)}"
+        state[f"{name}.weight"], state[f"{name}.bias"] = fold_conv(con, cur.take("affine"))
+        convs.append(ConvSpec.of(con))
+        cur.take("relu")
+    con = cur.take("con")
+    state["head.weight"], state["head.bias"] = fold_conv(con, None)
+    convs.append(ConvSpec.of(con))
+    cur.done()
+    layout = MMODLayout(
+        convs=tuple(convs),
+        mean_rgb=tuple(net.input["mean_rgb"]),
+        pyramid_padding=int(net.input["pyramid_padding"]),
+        pyramid_outer_padding=int(net.input["pyramid_outer_padding"]),
+        windows=tuple((w["width"], w["height"]) for w in net.loss["detector_windows"]),
+        nms_iou=float(net.loss["nms_iou"]),
+        nms_covered=float(net.loss["nms_percent_covered"]),
+    )
+    return ConvertedWeights(layout.to_dict(), state)
+
+
+def _build(converted: ConvertedWeights) -> tuple[MMODNet, MMODLayout]:
+    layout = MMODLayout.from_dict(converted.meta)
+    return MMODNet.from_state(layout.convs, converted.arrays), layout
+
+
+def load_dlib_mmod() -> tuple[MMODNet, MMODLayout]:
+    """The bundled MMOD network (eval mode) and its layout, through the weight cache."""
+    model, layout = load_converted(DLIB_MMOD, convert_dlib_mmod, _build)
+    return model.eval(), layout
 
 
 def pyramid_rects(

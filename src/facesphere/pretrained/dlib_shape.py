@@ -15,9 +15,13 @@ i.e. width = right - left + 1; the unit square maps (0, 0) to (left, top) and (1
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from facesphere.pretrained.dlib_format import ShapePredictorData
+from facesphere.pretrained.cards import DLIB_SHAPE5
+from facesphere.pretrained.dlib_format import ShapePredictorData, load_shape_predictor
+from facesphere.pretrained.weight_cache import ConvertedWeights, load_converted
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:
@@ -111,3 +115,17 @@ class ShapeCascade:
         if not subpixel:
             out = _round_half_up(out)
         return out.astype(np.float32)
+
+
+def convert_shape_predictor(path: Path) -> ConvertedWeights:
+    """The arrays of the shape predictor file at `path`."""
+    return ConvertedWeights({}, dict(vars(load_shape_predictor(path))))
+
+
+def load_dlib_shape5() -> ShapeCascade:
+    """dlib's 5-point shape predictor, through the weight cache."""
+    return load_converted(
+        DLIB_SHAPE5,
+        convert_shape_predictor,
+        lambda converted: ShapeCascade(ShapePredictorData(**converted.arrays)),
+    )

@@ -1,9 +1,10 @@
 """dlib's pretrained 128-d face ResNet as a trainable backbone (for fine-tuning).
 
-The network is :class:`facesphere.pretrained.dlib_resnet.DlibResNet`, rebuilt from the bundled
-dlib weights file (its layer sizes come from that file, so it is always built from it; with
-``pretrained=False`` the weights are then re-initialised). It works on dlib's 150x150 chips
-(template ``dlib150``), not on the 112x112 ``standard112`` crops of the other backbones.
+The network is :class:`facesphere.pretrained.dlib_resnet.DlibResNet` (dlib's known layout),
+with the bundled dlib weights (through the weight cache) or, with ``pretrained=False``,
+re-initialised ones. Built on the meta device (shapes only, e.g. by `facesphere models`) it
+reads no weights at all. It works on dlib's 150x150 chips (template ``dlib150``), not on the
+112x112 ``standard112`` crops of the other backbones.
 
 Input convention: like every backbone, the input is what the trainer feeds, RGB normalised by
 :data:`facesphere.cards.TRAINING_NORMALIZATION`. The backbone maps
@@ -30,13 +31,16 @@ class DlibResNetBackbone(nn.Module):
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
-        from facesphere.pretrained.dlib_resnet import load_dlib_resnet
+        from facesphere.pretrained.dlib_resnet import DlibResNet, load_dlib_resnet
 
-        self.net = load_dlib_resnet(normalize=False).train()
+        if pretrained and torch.get_default_device().type != "meta":
+            self.net = load_dlib_resnet(normalize=False).train()
+        else:
+            self.net = DlibResNet(normalize=False)
+            if not pretrained:
+                self.net.apply(init_conv_linear)
         self.embedding_dim = self.net.fc.out_features
         self.input_size = (self.net.chip_size, self.net.chip_size)
-        if not pretrained:
-            self.net.apply(init_conv_linear)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last residual map (N, 256, h, w), before the global average pool."""
