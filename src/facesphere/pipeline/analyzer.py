@@ -130,11 +130,20 @@ def check_config(
     DETECTORS.check(detector, **detector_options)
     if landmarker not in (AUTO_LANDMARKS, DETECTOR_LANDMARKS):
         LANDMARKERS.check(landmarker, **common)
-    if is_exported_model(recognizer):
-        read_card(recognizer)
-    else:
-        RECOGNIZERS.check(recognizer, **common)
+    recognizer_card(recognizer, common)
     return detector_options, common
+
+
+def recognizer_card(recognizer: str, options: dict[str, Any]) -> ModelCard:
+    """The card of a registered recognizer (its `options` checked) or of an exported file,
+    read without loading the model."""
+    if is_exported_model(recognizer):
+        return read_card(recognizer)
+    RECOGNIZERS.check(recognizer, **options)
+    card = RECOGNIZERS.card(recognizer)
+    if card is None:
+        raise ModelError(f"recognizer {recognizer!r} is registered without a model card")
+    return card
 
 
 class FaceAnalyzer:
@@ -148,6 +157,8 @@ class FaceAnalyzer:
     the detector's default). flip: average the embeddings of each chip and its mirror.
     threshold: cosine similarity at or above which two faces are one person (None: the
     recognizer card's calibrated verification threshold). max_pixels: refuse larger images.
+    `card` is the recognizer's model card (template, input size, thresholds, licence); the
+    landmark model and the recognizer load on first use.
     """
 
     def __init__(
@@ -177,9 +188,11 @@ class FaceAnalyzer:
             "max_pixels": max_pixels,
         }
         self.detector = create_detector(detector, **detector_options)
-        self.recognizer: Recognizer = create_recognizer(recognizer, **common)
+        self.card: ModelCard = recognizer_card(recognizer, common)
+        self._recognizer_name = recognizer
+        self._recognizer: Recognizer | None = None
         self.template: AlignmentTemplate = TEMPLATES[str(self.card.template)]
-        self._landmarker_options = common
+        self._stage_options = common
         self._landmarker_name = landmarker
         self._landmarker: Landmarker | None = None
         if landmarker not in (AUTO_LANDMARKS, DETECTOR_LANDMARKS):
@@ -199,15 +212,17 @@ class FaceAnalyzer:
         self.max_pixels = max_pixels
 
     @property
-    def card(self) -> ModelCard:
-        """The recognizer's model card (template, input size, thresholds, licence)."""
-        return self.recognizer.card
+    def recognizer(self) -> Recognizer:
+        """The recognizer, built on first use (detection alone never loads it)."""
+        if self._recognizer is None:
+            self._recognizer = create_recognizer(self._recognizer_name, **self._stage_options)
+        return self._recognizer
 
     @property
     def landmarker(self) -> Landmarker:
         """The landmark model, built on first use."""
         if self._landmarker is None:
-            self._landmarker = create_landmarker(DEFAULT_LANDMARKER, **self._landmarker_options)
+            self._landmarker = create_landmarker(DEFAULT_LANDMARKER, **self._stage_options)
         return self._landmarker
 
     def _uses_detector_points(self) -> bool:
