@@ -67,6 +67,7 @@ def test_values_sections_and_overrides() -> None:
     assert config.scales == [2.0, 3.5] and config.extra == {"s": 16}
     assert raw == {"lr": 1, "section": {"size": 5}}  # the caller's mapping is left alone
     assert _load({}).section.size == 3
+    assert _load({}, ["lr=1e-3"]).lr == 0.001  # YAML reads this as a string; it is a number
 
 
 @pytest.mark.parametrize(
@@ -86,6 +87,7 @@ def test_values_sections_and_overrides() -> None:
         ({}, ["lr=-.inf"], "lr"),
         ({}, ["lr=.nan"], "lr"),
         ({}, ["lr=nan"], "lr"),
+        ({}, ["lr=1e400"], "lr"),
         ({}, ["scales=[1.0, .inf]"], "scales[1]"),
         ({}, ["extra.s=.nan"], "extra.s"),
         ({"name": "x"}, ["name.part=1"], "name.part"),

@@ -24,6 +24,7 @@ import dataclasses
 import math
 import pickle
 import random
+import re
 import shutil
 import zipfile
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ from facesphere.models.checkpoint import save_atomic
 C = TypeVar("C")
 
 DATA_PREFIX = "data:"
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "poly", "constant")
 
@@ -154,6 +156,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return value
     if hint is float and is_number:
         return _finite(key, float(value))
+    if hint is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return _finite(key, float(value))  # YAML 1.1 reads `1e-3` (no dot) as a string
     if hint is str and isinstance(value, str):
         return value
     expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

@@ -24,11 +24,11 @@ def face_json(face: Face, embedding: bool = False) -> dict[str, Any]:
     return data
 
 
+PHOTO = File(..., description="A photo (JPEG, PNG, ...).")
+
+
 @router.post("/v1/detect", responses=ERRORS)
-def detect(
-    image: UploadFile = File(..., description="A photo (JPEG, PNG, ...)."),
-    state: ServiceState = Depends(service),
-) -> dict[str, Any]:
+def detect(image: UploadFile = PHOTO, state: ServiceState = Depends(service)) -> dict[str, Any]:
     """Faces in the photo, largest first: box, detector score, five landmarks.
 
     No face: 200 with an empty `faces` list.
@@ -36,18 +36,12 @@ def detect(
     pixels = state.decode(read_upload(image), "image")
     with state.analyzing() as analyzer:
         faces = analyzer.detect(pixels)
-    return {
-        "width": int(pixels.shape[1]),
-        "height": int(pixels.shape[0]),
-        "faces": [face_json(f) for f in faces],
-    }
+    height, width = pixels.shape[:2]
+    return {"width": int(width), "height": int(height), "faces": [face_json(f) for f in faces]}
 
 
 @router.post("/v1/embed", responses=ERRORS)
-def embed(
-    image: UploadFile = File(..., description="A photo (JPEG, PNG, ...)."),
-    state: ServiceState = Depends(service),
-) -> dict[str, Any]:
+def embed(image: UploadFile = PHOTO, state: ServiceState = Depends(service)) -> dict[str, Any]:
     """Every face with its unit embedding, largest first.
 
     No face: 200 with an empty `faces` list.
@@ -56,12 +50,8 @@ def embed(
     with state.analyzing() as analyzer:
         faces = analyzer.analyze(pixels)
         model, version, dim = analyzer.card.model_key
-    return {
-        "model": model,
-        "model_version": version,
-        "dim": dim,
-        "faces": [face_json(f, embedding=True) for f in faces],
-    }
+    faces_json = [face_json(f, embedding=True) for f in faces]
+    return {"model": model, "model_version": version, "dim": dim, "faces": faces_json}
 
 
 @router.post("/v1/verify", responses=ERRORS)
