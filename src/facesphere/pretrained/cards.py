@@ -7,6 +7,8 @@ this project (configs/thunder.yaml) and bundled in `facesphere/assets`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from facesphere.cards import (
     CLUSTER_AVERAGE,
     CLUSTER_CHINESE_WHISPERS,
@@ -24,18 +26,27 @@ _DLIB_SOURCE = (
 )
 _DLIB_LICENCE = "CC0-1.0 (released into the public domain by its author, dlib-models README)"
 
-DLIB_RESNET = ModelCard(
+
+def _dlib_card(file: str, **facts: Any) -> ModelCard:
+    """The card of one of dlib's model files in face-recognition-models (version 1, CC0)."""
+    return ModelCard(
+        version="1",
+        weights_source=_DLIB_SOURCE,
+        weights_file=f"{_DLIB_WHEEL}:models/{file}",
+        licence=_DLIB_LICENCE,
+        **facts,
+    )
+
+
+DLIB_RESNET = _dlib_card(
+    "dlib_face_recognition_resnet_model_v1.dat",
     name="dlib-resnet",
-    version="1",
     task="recognition",
     embedding_dim=128,
     template="dlib150",
     input_size=(150, 150),
     normalization=RAW_PIXELS,
-    weights_source=_DLIB_SOURCE,
-    weights_file=f"{_DLIB_WHEEL}:models/dlib_face_recognition_resnet_model_v1.dat",
     sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-    licence=_DLIB_LICENCE,
     data_licence=(
         "trained by dlib's author on about 3 million faces from FaceScrub, the VGG face data "
         "set and images gathered from the internet; those sets carry their own (research) "
@@ -63,28 +74,22 @@ DLIB_RESNET = ModelCard(
     ),
 )
 
-DLIB_MMOD = ModelCard(
+DLIB_MMOD = _dlib_card(
+    "mmod_human_face_detector.dat",
     name="dlib-mmod",
-    version="1",
     task="detection",
     normalization=RAW_PIXELS,
-    weights_source=_DLIB_SOURCE,
-    weights_file=f"{_DLIB_WHEEL}:models/mmod_human_face_detector.dat",
     sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
-    licence=_DLIB_LICENCE,
     data_licence="publicly available images annotated by dlib's author; released with the model",
     notes="CNN max-margin object detector; 80x80 px window, faces of about 80 px and up.",
 )
 
-DLIB_SHAPE5 = ModelCard(
+DLIB_SHAPE5 = _dlib_card(
+    "shape_predictor_5_face_landmarks.dat",
     name="dlib-shape5",
-    version="1",
     task="landmarks",
     landmark_scheme="dlib5",
-    weights_source=_DLIB_SOURCE,
-    weights_file=f"{_DLIB_WHEEL}:models/shape_predictor_5_face_landmarks.dat",
     sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
-    licence=_DLIB_LICENCE,
     data_licence="dlib's 5-point landmark set (7,198 faces from the internet annotated by "
     "dlib's author), released with the model",
     notes="Cascade of regression trees: eye corners and the base of the nose.",

@@ -15,16 +15,7 @@ from typing import Any
 
 from facesphere.errors import ConfigError
 from facesphere.models.backbones import list_backbones
-from facesphere.train.engine import (
-    OPTIMIZERS,
-    apply_overrides,
-    build_config,
-    check_choice,
-    check_fraction,
-    check_positive,
-    data_path,
-    read_yaml,
-)
+from facesphere.train import engine
 
 
 @dataclass
@@ -35,8 +26,8 @@ class DetectorTrainConfig:
     input_size: int = 320
     anchor_scales: list[float] = field(default_factory=lambda: [16.0, 32.0, 64.0, 128.0, 256.0])
     anchor_ratios: list[float] = field(default_factory=lambda: [1.0, 1.25])
-    labels: str = data_path("out/thunder/pseudo_labels.json")
-    data_root: str = data_path("data:")
+    labels: str = engine.data_path("out/thunder/pseudo_labels.json")
+    data_root: str = engine.data_path("data:")
     real_fraction: float = 0.4
     landmark_fraction: float = 0.35
     batch_size: int = 8
@@ -65,18 +56,18 @@ class DetectorTrainConfig:
 
 def validate(config: DetectorTrainConfig) -> DetectorTrainConfig:
     """Check ranges and choices; returns `config`."""
-    check_choice("backbone", config.backbone, list_backbones())
-    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    engine.check_choice("backbone", config.backbone, list_backbones())
+    engine.check_choice("optimizer", config.optimizer, engine.OPTIMIZERS)
     if config.input_size < 64 or config.input_size % 32:
         raise ConfigError("must be a multiple of 32, at least 64", key="input_size")
     for key in ("batch_size", "steps", "lr", "log_every", "landmark_weight", "keep_checkpoints"):
-        check_positive(key, getattr(config, key))
+        engine.check_positive(key, getattr(config, key))
     for key in ("warmup_steps", "min_lr", "weight_decay", "momentum", "threads"):
-        check_positive(key, getattr(config, key), allow_zero=True)
-    check_positive("checkpoint_every", config.checkpoint_every, allow_zero=True)
-    check_positive("grad_clip", config.grad_clip)
+        engine.check_positive(key, getattr(config, key), allow_zero=True)
+    engine.check_positive("checkpoint_every", config.checkpoint_every, allow_zero=True)
+    engine.check_positive("grad_clip", config.grad_clip)
     for key in ("real_fraction", "landmark_fraction"):
-        check_fraction(key, getattr(config, key))
+        engine.check_fraction(key, getattr(config, key))
     for key in ("anchor_scales", "anchor_ratios"):
         if any(value <= 0 for value in getattr(config, key)):
             raise ConfigError("every value must be > 0", key=key)
@@ -91,9 +82,11 @@ def config_from_dict(
     raw: dict[str, Any], overrides: list[str] | None = None
 ) -> DetectorTrainConfig:
     """Build and validate a config from a mapping plus ``key=value`` overrides."""
-    return validate(build_config(DetectorTrainConfig, apply_overrides(raw, overrides or [])))
+    return validate(
+        engine.build_config(DetectorTrainConfig, engine.apply_overrides(raw, overrides or []))
+    )
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> DetectorTrainConfig:
     """Read a YAML config, apply overrides, validate."""
-    return config_from_dict(read_yaml(path), overrides)
+    return config_from_dict(engine.read_yaml(path), overrides)
