@@ -11,8 +11,10 @@ OpenCV's `NMSBoxes` on `Rect2i`) removes those overlapping a better one by IoU >
 
 YuNet's points come in image order, image-left eye first (OpenCV calls it the right eye, the
 subject's): left eye, right eye, nose tip, left and right mouth corner in image coordinates,
-which is `standard5` as it is. By default the image is not resized; OpenCV Zoo documents YuNet
-for faces of about 10 to 300 px, so larger faces want a smaller `working_size`.
+which is `standard5` as it is. By default the image is not resized, so small faces are kept:
+OpenCV Zoo documents YuNet for faces of about 10 to 300 px, and on LFW faces shrunk onto a
+canvas it finds them from 10-12 px box width (none at 8 px). Faces over ~300 px want a smaller
+`working_size`.
 """
 
 from __future__ import annotations
