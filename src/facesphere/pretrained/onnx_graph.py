@@ -111,15 +111,15 @@ def _max_pool(x: Tensor, attrs: Attributes) -> Tensor:
 
 
 def _resize(x: Tensor, scales: Tensor | None, sizes: Tensor | None, attrs: Attributes) -> Tensor:
-    """Nearest-neighbour Resize with asymmetric coordinates and floor rounding (what PyTorch's
-    `nearest` mode computes), by scales or by sizes on the spatial axes."""
+    """Nearest-neighbour Resize by scales on the spatial axes, with asymmetric coordinates and
+    floor rounding (what PyTorch's `nearest` mode computes)."""
     mode = (attrs.get("mode", b"nearest"), attrs.get("coordinate_transformation_mode"))
     rounding = attrs.get("nearest_mode", b"round_prefer_floor")
     if mode != (b"nearest", b"asymmetric") or rounding != b"floor":
         raise ModelError(f"Resize {mode}/{rounding!r} is not supported")
-    if sizes is not None and sizes.numel():
-        return F.interpolate(x, size=[int(s) for s in sizes.tolist()[2:]], mode="nearest")
-    if scales is None or scales.tolist()[:2] != [1.0, 1.0]:
+    if (sizes is not None and sizes.numel()) or scales is None or scales.numel() != x.dim():
+        raise ModelError("only Resize by scales is supported")
+    if scales.tolist()[:2] != [1.0, 1.0]:
         raise ModelError("Resize must keep the batch and channel axes")
     factors = [float(s) for s in scales.tolist()[2:]]
     return F.interpolate(x, scale_factor=factors, mode="nearest")
@@ -143,7 +143,8 @@ def _gemm(a: Tensor, b: Tensor, c: Tensor | None, attrs: Attributes) -> Tensor:
 
 
 def _flatten(x: Tensor, attrs: Attributes) -> Tensor:
-    axis = int(attrs.get("axis", 1)) % (x.dim() + 1 if x.dim() else 1)
+    axis = int(attrs.get("axis", 1))
+    axis = axis + x.dim() if axis < 0 else axis
     return x.reshape(math.prod(x.shape[:axis]), -1)
 
 
