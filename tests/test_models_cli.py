@@ -46,8 +46,10 @@ def test_models_command_json() -> None:
         ("cnn", "detector"),
         ("hog", "detector"),
         ("thunder", "detector"),
+        ("yunet", "detector"),
         ("dlib-shape5", "landmarker"),
         ("dlib-resnet", "recognizer"),
+        ("sface", "recognizer"),
     }
     resnet = pretrained["dlib-resnet"]["card"]
     assert resnet["licence"].startswith("CC0") and resnet["template"] == "dlib150"
