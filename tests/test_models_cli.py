@@ -45,6 +45,7 @@ def test_models_command_json() -> None:
     assert {(n, r["kind"]) for n, r in pretrained.items()} == {
         ("cnn", "detector"),
         ("hog", "detector"),
+        ("retinaface", "detector"),
         ("thunder", "detector"),
         ("yunet", "detector"),
         ("dlib-shape5", "landmarker"),

