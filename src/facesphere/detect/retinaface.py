@@ -24,16 +24,15 @@ import ast
 from collections import defaultdict
 from functools import cache
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from facesphere.detect.base import Detection
-from facesphere.detect.geometry import rgb_image
+from facesphere.detect.geometry import bgr_at_working_size, check_detector_options
 from facesphere.detect.registry import register_detector
 from facesphere.detect.thunder.ops import nms
-from facesphere.errors import ConfigError, ModelError
+from facesphere.errors import ModelError
 from facesphere.pretrained.cards import RETINAFACE
 from facesphere.pretrained.files import card_file
 from facesphere.pretrained.onnx_graph import OnnxGraph, onnx_graph_from_bytes
@@ -95,10 +94,7 @@ class RetinaFaceDetector:
         nms_iou: float = 0.4,
         working_size: int | None = None,
     ) -> None:
-        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= nms_iou <= 1.0:
-            raise ConfigError("score_threshold and nms_iou must lie in 0..1")
-        if working_size is not None and working_size < 1:
-            raise ConfigError("working_size must be a positive number of pixels (or None)")
+        check_detector_options(score_threshold, nms_iou, working_size)
         self.device = torch.device(device)
         self.model = load_retinaface_graph().to(self.device)
         self.score_threshold = float(score_threshold)
@@ -107,14 +103,8 @@ class RetinaFaceDetector:
 
     def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The mean-subtracted BGR float32 image (H, W, 3) at the working size, and its scale."""
-        image = np.ascontiguousarray(rgb_image(image), dtype=np.uint8)
-        scale = 1.0
-        if self.working_size is not None:
-            h, w = image.shape[:2]
-            scale = self.working_size / max(h, w)
-            size = (max(round(w * scale), 1), max(round(h * scale), 1))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-        return image[:, :, ::-1].astype(np.float32) - np.float32(BGR_MEANS), scale
+        pixels, scale = bgr_at_working_size(image, self.working_size)
+        return pixels - np.float32(BGR_MEANS), scale
 
     def _select(
         self, outputs: dict[str, Tensor], index: int, prior: tuple[Tensor, Tensor], scale: float

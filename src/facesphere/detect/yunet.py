@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from facesphere.detect.base import Detection
-from facesphere.detect.geometry import rgb_image
+from facesphere.detect.geometry import bgr_at_working_size, check_detector_options
 from facesphere.detect.registry import register_detector
 from facesphere.detect.thunder.ops import nms
 from facesphere.errors import ConfigError
@@ -61,29 +60,15 @@ class YuNetDetector:
         top_k: int = 5000,
         working_size: int | None = None,
     ) -> None:
-        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= nms_iou <= 1.0:
-            raise ConfigError("score_threshold and nms_iou must lie in 0..1")
+        check_detector_options(score_threshold, nms_iou, working_size)
         if top_k < 1:
             raise ConfigError("top_k must be >= 1")
-        if working_size is not None and working_size < 1:
-            raise ConfigError("working_size must be a positive number of pixels (or None)")
         self.device = torch.device(device)
         self.model = load_onnx_graph(card_file(self.card)).to(self.device)
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.top_k = int(top_k)
         self.working_size = working_size
-
-    def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """The BGR float32 image (H, W, 3) at the working size, and its scale."""
-        image = np.ascontiguousarray(rgb_image(image), dtype=np.uint8)
-        scale = 1.0
-        if self.working_size is not None:
-            h, w = image.shape[:2]
-            scale = self.working_size / max(h, w)
-            size = (max(round(w * scale), 1), max(round(h * scale), 1))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-        return image[:, :, ::-1].astype(np.float32), scale
 
     def _decode(self, outputs: dict[str, Tensor], index: int, height: int, width: int):
         """Boxes (x, y, w, h), points (5, 2) and scores of every cell of image `index`."""
@@ -123,7 +108,7 @@ class YuNetDetector:
     @torch.inference_mode()
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """`detect` of each image; images of one padded working size share a forward pass."""
-        inputs = [self._network_input(image) for image in images]
+        inputs = [bgr_at_working_size(image, self.working_size) for image in images]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (pixels, _) in enumerate(inputs):
             groups[padded_size(*pixels.shape[:2])].append(i)
