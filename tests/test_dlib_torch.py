@@ -8,10 +8,10 @@ from pathlib import Path
 import dlib
 import numpy as np
 import pytest
+from lfw_photos import NAMES, group_photo, lfw
 from PIL import Image
 from typer.testing import CliRunner
 
-from facesphere.io.data import data_dir
 from facesphere.pretrained.cards import DLIB_MMOD, DLIB_RESNET, DLIB_SHAPE5
 from facesphere.pretrained.dlib_format import (
     DlibFormatError,
@@ -22,22 +22,6 @@ from facesphere.pretrained.dlib_format import (
     read_shape_predictor,
 )
 from facesphere.pretrained.files import card_file
-
-NAMES = ["Aaron_Eckhart", "George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams"]
-
-
-@cache
-def lfw(name: str) -> np.ndarray:
-    return np.asarray(Image.open(data_dir() / f"lfw/images/{name}/{name}_0001.jpg").convert("RGB"))
-
-
-def group_photo(names: list[str], size: tuple[int, int] = (480, 640)) -> np.ndarray:
-    """Several LFW photos pasted onto one grey canvas (a multi-face scene)."""
-    canvas = np.full((*size, 3), 90, np.uint8)
-    for i, name in enumerate(names):
-        y, x = (i % 2) * (size[0] - 250), i * (size[1] - 250) // max(len(names) - 1, 1)
-        canvas[y : y + 250, x : x + 250] = lfw(name)
-    return canvas
 
 
 @cache

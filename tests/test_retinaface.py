@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
+from lfw_photos import NAMES, group_photo, lfw
 
 from facesphere.detect import create_detector, list_detectors
 from facesphere.detect.base import Detection
@@ -22,30 +22,12 @@ from facesphere.pretrained.cards import RETINAFACE
 from facesphere.pretrained.files import card_file, package_file, sha256_of
 from facesphere.pretrained.onnx_graph import OPS
 
-NAMES = ["Aaron_Eckhart", "George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams"]
 SINGLE = ["Aaron_Eckhart", "George_W_Bush", "Colin_Powell", "Serena_Williams"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _data(shared_data: Path) -> None:
     """Every test here reads LFW photos."""
-
-
-@cache
-def lfw(name: str) -> np.ndarray:
-    from facesphere.io.data import data_dir
-
-    path = data_dir() / f"lfw/images/{name}/{name}_0001.jpg"
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def group_photo(names: list[str], size: tuple[int, int] = (480, 640)) -> np.ndarray:
-    """Several LFW photos pasted onto one grey canvas (a multi-face scene)."""
-    canvas = np.full((*size, 3), 90, np.uint8)
-    for i, name in enumerate(names):
-        y, x = (i % 2) * (size[0] - 250), i * (size[1] - 250) // max(len(names) - 1, 1)
-        canvas[y : y + 250, x : x + 250] = lfw(name)
-    return canvas
 
 
 @cache

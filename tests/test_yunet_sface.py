@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from lfw_photos import NAMES, group_photo, lfw
 from onnx import TensorProto, helper
-from PIL import Image
 
 from facesphere.align.templates import STANDARD_112, align_face
 from facesphere.detect import create_detector
@@ -24,29 +24,10 @@ from facesphere.pretrained.files import card_file
 from facesphere.pretrained.onnx_graph import dequantize, load_onnx_graph
 from facesphere.recognize import create_recognizer
 
-NAMES = ["Aaron_Eckhart", "George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams"]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _data(shared_data: Path) -> None:
     """Every test here reads LFW photos."""
-
-
-@cache
-def lfw(name: str) -> np.ndarray:
-    from facesphere.io.data import data_dir
-
-    path = data_dir() / f"lfw/images/{name}/{name}_0001.jpg"
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def group_photo(names: list[str], size: tuple[int, int] = (480, 640)) -> np.ndarray:
-    """Several LFW photos pasted onto one grey canvas (a multi-face scene)."""
-    canvas = np.full((*size, 3), 90, np.uint8)
-    for i, name in enumerate(names):
-        y, x = (i % 2) * (size[0] - 250), i * (size[1] - 250) // max(len(names) - 1, 1)
-        canvas[y : y + 250, x : x + 250] = lfw(name)
-    return canvas
 
 
 @cache
