@@ -116,10 +116,10 @@ def check_config(
     engine: str | None = None,
     device: str = "cpu",
     upsample: int | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], ModelCard]:
     """Check FaceAnalyzer's stage options without loading any model (names, options, device,
     an exported recognizer's card): ConfigError / ModelError when one is wrong. Returns the
-    detector's options and those every stage takes."""
+    detector's options, those every stage takes, and the recognizer's card."""
     check_device(device)
     common: dict[str, Any] = {"device": device}
     if engine is not None:
@@ -130,8 +130,7 @@ def check_config(
     DETECTORS.check(detector, **detector_options)
     if landmarker not in (AUTO_LANDMARKS, DETECTOR_LANDMARKS):
         LANDMARKERS.check(landmarker, **common)
-    recognizer_card(recognizer, common)
-    return detector_options, common
+    return detector_options, common, recognizer_card(recognizer, common)
 
 
 def recognizer_card(recognizer: str, options: dict[str, Any]) -> ModelCard:
@@ -173,7 +172,7 @@ class FaceAnalyzer:
         threshold: float | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        detector_options, common = check_config(
+        detector_options, common, card = check_config(
             detector, recognizer, landmarker, engine, device, upsample
         )
         self.config = {
@@ -188,7 +187,7 @@ class FaceAnalyzer:
             "max_pixels": max_pixels,
         }
         self.detector = create_detector(detector, **detector_options)
-        self.card: ModelCard = recognizer_card(recognizer, common)
+        self.card: ModelCard = card
         self._recognizer_name = recognizer
         self._recognizer: Recognizer | None = None
         self.template: AlignmentTemplate = TEMPLATES[str(self.card.template)]
