@@ -39,21 +39,16 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def run_guarded(action: Callable[[], T]) -> T:
-    """`action()`, with a FacesphereError turned into its one-line exit."""
-    try:
-        return action()
-    except FacesphereError as exc:
-        fail(one_line(exc), exc.exit_code)
-
-
 def guarded(function: Callable[..., T]) -> Callable[..., T]:
     """`function` with every FacesphereError that escapes it turned into a one-line exit with
     the error's exit code (2 bad input, 3 no face); the signature stays for Typer."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        return run_guarded(lambda: function(*args, **kwargs))
+        try:
+            return function(*args, **kwargs)
+        except FacesphereError as exc:
+            fail(one_line(exc), exc.exit_code)
 
     return wrapper
 
@@ -98,18 +93,19 @@ class PipelineOptions:
         return asdict(self)
 
     def check(self) -> None:
-        """Check the options without loading a model (a bad one is a one-line exit 2)."""
+        """Check the options without loading a model (ConfigError / ModelError, which the
+        verbs' FacesphereTyper turns into a one-line exit 2)."""
         from facesphere.pipeline.analyzer import check_config
 
         config = self.analyzer_config()
         config.pop("threshold")
-        run_guarded(lambda: check_config(**config))
+        check_config(**config)
 
     def build(self, **extra: Any) -> FaceAnalyzer:
-        """The FaceAnalyzer of these options (a bad option is a one-line exit 2)."""
+        """The FaceAnalyzer of these options."""
         from facesphere.pipeline.analyzer import FaceAnalyzer
 
-        return run_guarded(lambda: FaceAnalyzer(**self.analyzer_config(), **extra))
+        return FaceAnalyzer(**self.analyzer_config(), **extra)
 
 
 def _option(name: str, annotation: Any, option: Any) -> inspect.Parameter:
@@ -122,7 +118,12 @@ _PIPELINE_PARAMETERS = [
     _option(
         "detector",
         str,
-        typer.Option("cnn", "--detector", "-d", help="Face detector: cnn (MMOD), hog or thunder."),
+        typer.Option(
+            "cnn",
+            "--detector",
+            "-d",
+            help="Face detector: cnn (MMOD), hog, thunder, yunet or retinaface.",
+        ),
     ),
     _option(
         "landmarker",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from facesphere.cli.common import fail, run_guarded
+from facesphere.cli.common import fail
 
 
 def export(
@@ -44,7 +44,7 @@ def export(
         fail(f"unknown model {model!r}; choose one of {', '.join(BUNDLED)}")
     source = checkpoint if checkpoint is not None else model
     assert source is not None
-    typer.echo(str(run_guarded(lambda: export_model(source, out, fmt, name))))
+    typer.echo(str(export_model(source, out, fmt, name)))
 
 
 def register(app: typer.Typer) -> None:
