@@ -139,6 +139,16 @@ def _batch_norm(x: Tensor, inputs: list[Tensor | None], attrs: Attributes) -> Te
 
 
 def _prelu(x: Tensor, slope: Tensor) -> Tensor:
+    if (
+        x.dim() > 1
+        and slope.numel() in (1, x.shape[1])
+        and slope.shape[-(x.dim() - 2) :]
+        in (
+            (1,) * (x.dim() - 2),
+            (),
+        )
+    ):  # one slope per channel (or one for all): torch's fused form
+        return F.prelu(x, slope.reshape(-1))
     return torch.where(x >= 0, x, x * slope)
 
 
@@ -294,7 +304,8 @@ class OnnxGraph(nn.Module):
         self._buffer_of: dict[str, str] = {}
         for i, (key, value) in enumerate(sorted(v for v in values.items() if v[0] in used)):
             buffer = f"c{i}"
-            self.register_buffer(buffer, value.float() if value.is_floating_point() else value)
+            value = value.float() if value.is_floating_point() else value
+            self.register_buffer(buffer, value.contiguous())
             self._buffer_of[key] = buffer
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
