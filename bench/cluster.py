@@ -1,15 +1,16 @@
 """Clustering quality on celeba299: is there one cluster per person?
 
-Embeds the largest face of every photo of the first `--limit` identities (all 299 by
-default; embeddings are cached in `--cache` so other thresholds cost nothing), clusters them
-with each of `--methods` (`facesphere.cluster`: average linkage, Chinese whispers) at each
-`--thresholds` value, and reports pairwise precision / recall / F1 against the identities, and
-the number of clusters (all, and of two or more faces) against the number of people.
-`--half even|odd` keeps every other identity (sorted by name): the clustering defaults were
-chosen on the even half and checked on the odd one.
+Embeds the central face of every photo of the first `--limit` identities (all 299 by default)
+with `--detector` and `--recognizer` (through the shared embedding cache, so other thresholds
+cost nothing), clusters them with each of `--methods` (`facesphere.cluster`: average linkage,
+Chinese whispers) at each `--thresholds` value (default: a grid around the recognizer card's
+cluster thresholds), and reports pairwise precision / recall / F1 against the identities and
+the number of clusters (all, and of two or more faces) against the number of people. `--half
+even|odd` keeps every other identity (sorted by name): the clustering thresholds in the cards
+were chosen on the even half (best F1) and checked on the odd one.
 
     python bench/cluster.py --limit 50 --json out/bench/cluster.json
-    python bench/cluster.py --half even --thresholds 0.905 0.92 0.93 0.94 0.95
+    python bench/cluster.py --half even --detector yunet --recognizer sface
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from facesphere.cluster import cluster_embeddings, list_cluster_methods, pairwise_scores
+from facesphere.eval.verification import embed_main_faces
 from facesphere.io.data import data_dir
 from facesphere.io.files import iter_image_files
-from facesphere.pipeline.analyzer import FaceAnalyzer
-from facesphere.pipeline.runner import analyze_files
-from facesphere.pretrained.cards import DLIB_RESNET
+from facesphere.paths import facesphere_home
+from facesphere.pipeline.analyzer import FaceAnalyzer, recognizer_card
 
 
 def photo_list(limit: int | None, half: str = "all") -> tuple[list[str], list[str]]:
@@ -43,62 +43,51 @@ def photo_list(limit: int | None, half: str = "all") -> tuple[list[str], list[st
     return paths, who
 
 
-def embed(paths: list[str], workers: int | None, cache: Path | None) -> dict[str, Any]:
-    """Embedding of the largest face per path (None when no face), reusing `cache`."""
-    known: dict[str, np.ndarray | None] = {}
-    if cache is not None and cache.is_file():
-        data = np.load(cache)
-        for path, vector, found in zip(data["paths"], data["embeddings"], data["found"]):
-            known[str(path)] = vector if found else None
-    todo = [p for p in paths if p not in known]
+def embed(paths: list[str], detector: str, recognizer: str, workers: int | None) -> dict:
+    """Embedding of the central face of each photo (the centre crop when none is detected)."""
+    config = FaceAnalyzer(detector=detector, recognizer=recognizer).config
     start = time.perf_counter()
-    if todo:
-        config = FaceAnalyzer().config
-        for result in analyze_files(todo, config, workers, keep="largest"):
-            known[result.path] = result.faces[0].embedding if result.faces else None
-    seconds = time.perf_counter() - start
-    if cache is not None and todo:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        keys = sorted(known)
-        np.savez(
-            cache,
-            paths=np.array(keys, dtype=str),
-            embeddings=np.array(
-                [known[k] if known[k] is not None else np.zeros(128, np.float32) for k in keys],
-                np.float32,
-            ),
-            found=np.array([known[k] is not None for k in keys]),
-        )
-    return {"vectors": known, "embedded": len(todo), "seconds": seconds}
+    cache = facesphere_home() / "cache" / "embeddings.sqlite"
+    files = [Path(p) for p in paths]
+    faces, _ = embed_main_faces(files, config, workers, "centre", cache, True, "central")
+    vectors = {str(p): faces[p].embedding if p in faces else None for p in files}
+    return {"vectors": vectors, "seconds": time.perf_counter() - start}
+
+
+def default_thresholds(recognizer: str) -> list[float]:
+    """A grid of 0.01 steps 0.05 either side of the card's cluster thresholds."""
+    card = recognizer_card(recognizer, {})
+    values = [t.value for job, t in card.thresholds.items() if job.startswith("cluster")]
+    if not values:
+        values = [card.verification_threshold(1e-4).value]
+    low, high = min(values) - 0.05, max(values) + 0.05
+    return [round(v, 3) for v in np.arange(low, high + 1e-9, 0.01)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="identities (default: all)")
-    parser.add_argument(
-        "--thresholds",
-        type=float,
-        nargs="+",
-        default=sorted({0.92, *(t.value for t in DLIB_RESNET.thresholds.values())}),
-    )
+    parser.add_argument("--thresholds", type=float, nargs="+", default=None)
+    parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--recognizer", default="dlib-resnet")
     parser.add_argument("--half", choices=["all", "even", "odd"], default="all")
     parser.add_argument("--workers", type=int, default=None, help="embedding processes")
-    parser.add_argument("--cache", type=Path, default=Path("out/bench/celeba299_embeddings.npz"))
     methods = list_cluster_methods()
     parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
     paths, who = photo_list(args.limit, args.half)
-    embedded = embed(paths, args.workers, args.cache)
+    thresholds = args.thresholds or default_thresholds(args.recognizer)
+    embedded = embed(paths, args.detector, args.recognizer, args.workers)
     keep = [i for i, p in enumerate(paths) if embedded["vectors"][p] is not None]
     vectors = np.stack([embedded["vectors"][paths[i]] for i in keep])
     truth = np.array([who[i] for i in keep])
     people = len(set(who))
     print(
         f"{people} identities, {len(paths)} photos, {len(keep)} with a face "
-        f"({len(paths) - len(keep)} without); embedded {embedded['embedded']} in "
-        f"{embedded['seconds']:.0f} s"
+        f"({len(paths) - len(keep)} without); {args.detector} + {args.recognizer}, "
+        f"embedded in {embedded['seconds']:.0f} s"
     )
     rows = []
     print(
@@ -106,7 +95,7 @@ def main() -> None:
         f"{'clusters':>8} {'size>=2':>7} {'people':>6} {'seconds':>7}"
     )
     for method in args.methods:
-        for threshold in args.thresholds:
+        for threshold in thresholds:
             start = time.perf_counter()
             labels = cluster_embeddings(vectors, threshold, method)
             seconds = time.perf_counter() - start
@@ -129,6 +118,7 @@ def main() -> None:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         summary = {
+            "pipeline": {"detector": args.detector, "recognizer": args.recognizer},
             "identities": people,
             "photos": len(paths),
             "with_face": len(keep),

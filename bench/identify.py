@@ -58,10 +58,6 @@ def operating_threshold(
     from facesphere.pipeline.analyzer import recognizer_card
 
     card = recognizer_card(recognizer, {})
-    if not hasattr(card, "identification_threshold"):
-        raise SystemExit(
-            "this facesphere has no ModelCard.identification_threshold yet; pass --threshold"
-        )
     threshold = card.identification_threshold(gallery_size)
     return {
         "value": float(threshold.value),

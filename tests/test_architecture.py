@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facesphere"
 
 # Lowest first; a module may import its own layer or the ones below it.
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "cards", "registry", "paths", "device"},
+    {"__init__", "errors", "cards", "registry", "paths", "device", "defaults"},
     {"io", "align"},
     {"pretrained"},
     {"models"},

@@ -70,6 +70,30 @@ def test_verify_same_and_different(photos: dict[str, Path]) -> None:
     assert len(rows) == json.loads(every.stdout)["faces_a"] * json.loads(every.stdout)["faces_b"]
 
 
+def test_verify_far_picks_the_calibrated_operating_point(photos: dict[str, Path]) -> None:
+    from facesphere.defaults import DEFAULT_RECOGNIZER
+    from facesphere.pipeline.analyzer import recognizer_card
+
+    card = recognizer_card(DEFAULT_RECOGNIZER, {})
+
+    pair = ["verify", str(photos["powell1"]), str(photos["powell2"]), "--json"]
+    default = json.loads(runner.invoke(app, pair).stdout)
+    assert (default["far"], default["threshold"]) == (
+        1e-3,
+        card.verification_threshold().value,
+    )
+    assert "celeba299" in default["calibrated_on"] and default["frr"] is not None
+    strict = runner.invoke(app, [*pair, "--far", "1e-5"])
+    assert strict.exit_code == 0, strict.output
+    data = json.loads(strict.stdout)
+    assert data["far"] == 1e-5 and data["threshold"] > default["threshold"]
+    assert data["threshold"] == card.verification_threshold(1e-5).value
+    both = runner.invoke(app, [*pair, "--far", "1e-5", "--threshold", "0.5"])
+    assert both.exit_code == 2 and "not both" in both.output
+    outside = runner.invoke(app, [*pair, "--far", "0.5"])
+    assert outside.exit_code == 2
+
+
 def test_exit_code_3_without_a_face(photos: dict[str, Path], blank: Path) -> None:
     result = runner.invoke(app, ["verify", str(blank), str(photos["jolie"])])
     assert result.exit_code == 3
@@ -119,7 +143,7 @@ def test_embed_lists_faceless_and_broken_files(
     assert len(summary["errors"]) == 1 and str(corrupt) in summary["errors"][0]
     data = np.load(out)
     assert set(data["paths"]) == {str(folder / "sub" / "a.jpg"), str(folder / "b.jpg")}
-    assert data["embeddings"].shape == (len(data["paths"]), 128)
+    assert data["embeddings"].shape == (len(data["paths"]), 256)
     assert data["boxes"].shape == (len(data["paths"]), 4)
     np.testing.assert_allclose(np.linalg.norm(data["embeddings"], axis=1), 1.0, atol=1e-5)
     assert list(data["no_face"]) == [str(blank)]

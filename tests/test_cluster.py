@@ -20,7 +20,7 @@ from facesphere.cluster import (
     relabel_by_size,
 )
 from facesphere.errors import ConfigError
-from facesphere.pretrained.cards import DLIB_RESNET
+from facesphere.pretrained.cards import DLIB_RESNET, DLIB_RESNET_SFACE
 
 runner = CliRunner()
 
@@ -140,7 +140,7 @@ def test_cluster_cli_on_lfw(shared_data: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert report["images"] == 14 and report["faces"] == 12
-    assert report["threshold"] == DLIB_RESNET.threshold("cluster-average").value
+    assert report["threshold"] == DLIB_RESNET_SFACE.threshold("cluster-average").value
     assert report["no_face"] == [str(photos / "blank.png")]
     assert [row["path"] for row in report["unreadable"]] == [str(photos / "broken.jpg")]
     members = [(m["path"], c["id"]) for c in report["clusters"] for m in c["members"]]

@@ -29,7 +29,8 @@ from facesphere.gallery import (
 )
 from facesphere.pretrained.cards import DLIB_RESNET
 
-DEFAULT_THRESHOLD = DLIB_RESNET.threshold("verify").value
+# dlib-resnet's identification threshold for the 10-subject gallery of test_open_set_threshold
+DEFAULT_THRESHOLD = DLIB_RESNET.identification_threshold(10).value
 
 DIM = 128
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -151,6 +152,12 @@ def test_open_set_threshold(gallery: Gallery, rng) -> None:
     assert stranger.identity is None and len(stranger.matches) == 5
     assert stranger.to_dict()["identity"] is None
     assert gallery.identify(unit(rng, 1), top_k=50)[0].matches.__len__() == 10
+    # the threshold follows the number of subjects with faces
+    assert gallery.identification_threshold().gallery_size == 10
+    gallery.add_subject("nobody-yet")
+    assert gallery.identification_threshold().gallery_size == 10
+    enroll_people(gallery, rng, 40)
+    assert gallery.identification_threshold().value > DEFAULT_THRESHOLD
 
 
 def test_empty_gallery_identifies_nobody(gallery: Gallery, rng) -> None:

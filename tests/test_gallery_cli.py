@@ -44,7 +44,7 @@ def enrolled(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     path = tmp_path_factory.mktemp("gallery") / "people.db"
     created = runner.invoke(app, ["gallery", "create", str(path), "--json"])
     assert created.exit_code == 0, created.output
-    assert json.loads(created.stdout)["dim"] == 128
+    assert json.loads(created.stdout)["dim"] == 256  # the default recognizer, fused
     for subject, photos in {
         "Colin Powell": [lfw(shared_data, "Colin_Powell", 1), lfw(shared_data, "Colin_Powell", 2)],
         "Angelina Jolie": [lfw(shared_data, "Angelina_Jolie", 1)],
@@ -78,6 +78,10 @@ def test_identify_known_and_unknown(enrolled: Path, shared_data: Path) -> None:
     stranger = identify(enrolled, lfw(shared_data, "George_W_Bush", 1))["faces"][0]
     assert stranger["identity"] is None
     assert stranger["matches"][0]["score"] < powell["threshold"]
+    # the threshold for a gallery of 3 subjects at the card's FPIR, and says so
+    assert (powell["fpir"], powell["gallery_size"]) == (0.01, 3) and powell["far"] < 0.01
+    loose = identify(enrolled, lfw(shared_data, "Colin_Powell", 3), "--fpir", "0.2")
+    assert loose["fpir"] == 0.2 and loose["threshold"] < powell["threshold"]
     lenient = identify(enrolled, lfw(shared_data, "George_W_Bush", 1), "--threshold", "0.5")
     assert lenient["faces"][0]["identity"] == stranger["matches"][0]["subject"]
     text = runner.invoke(
@@ -98,7 +102,7 @@ def test_list_export_and_remove(enrolled: Path, shared_data: Path, tmp_path: Pat
     exported = runner.invoke(app, ["gallery", "export", str(enrolled), str(out), "--json"])
     assert exported.exit_code == 0 and json.loads(exported.stdout)["faces"] == 4
     npz = np.load(out)
-    assert npz["embeddings"].shape == (4, 128) and sorted(npz["subjects"]) == sorted(counts)
+    assert npz["embeddings"].shape == (4, 256) and sorted(npz["subjects"]) == sorted(counts)
     # work on a copy for the removal, made through the export/enroll-free path: a fresh gallery
     runner.invoke(app, ["gallery", "create", str(copy)])
     for subject, photo in [("Colin Powell", 1), ("Serena Williams", 1)]:

@@ -51,11 +51,12 @@ def test_models_command_json() -> None:
         ("dlib-shape5", "landmarker"),
         ("dlib-resnet", "recognizer"),
         ("sface", "recognizer"),
+        ("dlib-resnet+sface", "recognizer"),
     }
     resnet = pretrained["dlib-resnet"]["card"]
     assert resnet["licence"].startswith("CC0") and resnet["template"] == "dlib150"
-    assert resnet["thresholds"]["verify"]["value"] == 0.905
-    assert resnet["thresholds"]["verify"]["dataset"].startswith("celeba299")
+    assert resnet["calibration"]["dataset"].startswith("celeba299")
+    assert len(resnet["calibration"]["points"]) == 11
 
 
 def test_bench_fc_estimate_scales() -> None:

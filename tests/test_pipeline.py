@@ -38,15 +38,17 @@ def test_detects_one_face_near_the_centre(analyzer: FaceAnalyzer, shared_data: P
         assert len(central) == 1, f"{name}: {[f.box for f in faces]}"
         face = central[0]
         assert 60 < face.box[2] - face.box[0] < 160
-        # landmarks lie inside the box: eyes in the upper half, nose below them
+        # landmarks lie inside the box: eyes above the nose, the mouth below it
         x1, _, x2, y2 = face.box
+        assert face.landmark_scheme == "standard5"  # the default detector's own points
         assert ((face.landmarks[:, 0] > x1) & (face.landmarks[:, 0] < x2)).all()
-        assert face.landmarks[:4, 1].max() < face.landmarks[4, 1] < y2
+        eyes, nose, mouth = face.landmarks[:2, 1], face.landmarks[2, 1], face.landmarks[3:, 1]
+        assert eyes.max() < nose < mouth.min() and mouth.max() < y2
 
 
 def test_embeddings_are_unit_vectors(analyzer: FaceAnalyzer, shared_data: Path) -> None:
     vectors = analyzer.embed(shared_data / "lfw" / "images" / LFW_PHOTOS[0])
-    assert vectors.shape == (1, 128) and vectors.dtype == np.float32
+    assert vectors.shape == (1, analyzer.card.embedding_dim) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
@@ -98,8 +100,9 @@ def test_batched_analysis_equals_one_by_one(analyzer: FaceAnalyzer, shared_data:
 def test_torch_and_dlib_engines_agree(shared_data: Path) -> None:
     a = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg"
     b = shared_data / "lfw" / "images" / "Colin_Powell" / "Colin_Powell_0003.jpg"
-    torch_result = FaceAnalyzer(engine="torch").verify(a, b)
-    dlib_result = FaceAnalyzer(engine="dlib").verify(a, b)
+    dlib_pipeline = {"detector": "cnn", "recognizer": "dlib-resnet"}
+    torch_result = FaceAnalyzer(**dlib_pipeline, engine="torch").verify(a, b)
+    dlib_result = FaceAnalyzer(**dlib_pipeline, engine="dlib").verify(a, b)
     np.testing.assert_allclose(torch_result.face_a.box, dlib_result.face_a.box, atol=1.0)
     assert abs(torch_result.similarity - dlib_result.similarity) < 1e-3
 

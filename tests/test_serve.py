@@ -135,9 +135,9 @@ def test_embed(client: TestClient, keys: dict[str, str], photos: dict[str, bytes
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == "dlib-resnet" and body["dim"] == 128
+    assert body["model"] == "dlib-resnet+sface" and body["dim"] == 256
     vector = np.array(body["faces"][0]["embedding"])
-    assert vector.shape == (128,)
+    assert vector.shape == (256,)
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
 
 
@@ -164,9 +164,18 @@ def test_verify(
     body = same.json()
     assert body["same"] is True and body["similarity"] >= body["threshold"]
     assert body["faces_a"] == 1 and body["faces_b"] == 1
-    calibrated = analyzer.card.threshold("verify")
+    calibrated = analyzer.card.verification_threshold()
     assert (body["threshold"], body["far"]) == (calibrated.value, calibrated.far)
     assert body["model"] == analyzer.card.name and body["far"] is not None
+    pair = {"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])}
+    strict = client.post("/v1/verify", params={"far": 1e-5}, files=pair, headers=auth(keys["read"]))
+    assert strict.status_code == 200, strict.text
+    assert strict.json()["far"] == 1e-5
+    assert strict.json()["threshold"] == analyzer.card.verification_threshold(1e-5).value
+    for params in ({"far": 0.5}, {"far": 1e-3, "threshold": 0.5}):
+        pair = {"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])}
+        refused = client.post("/v1/verify", params=params, files=pair, headers=auth(keys["read"]))
+        assert refused.status_code == 422, refused.text
     other = client.post(
         "/v1/verify",
         files={"image_a": upload(photos["powell1"]), "image_b": upload(photos["chavez"])},
@@ -268,10 +277,16 @@ def test_gallery_flow(
     with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as stored:
         card = stored.card
         assert card is not None
-        assert found.json()["threshold"] == stored.default_threshold()
-        assert found.json()["far"] == card.threshold("verify").far
-        assert found.json()["far"] is not None
+        decided = stored.identification_threshold()
+        assert found.json()["threshold"] == decided.value and decided.gallery_size == 2
+        assert (found.json()["fpir"], found.json()["gallery_size"]) == (0.01, 2)
+        assert found.json()["far"] == decided.far and found.json()["far"] is not None
         assert found.json()["model"] == card.name
+    loose = client.post(
+        f"{base}/identify", params={"fpir": 0.2}, files={"image": upload(photos["powell3"])},
+        headers=read,
+    ).json()  # fmt: skip
+    assert loose["fpir"] == 0.2 and loose["threshold"] < found.json()["threshold"]
     strict = client.post(
         f"{base}/identify",
         params={"threshold": 0.999},
@@ -642,7 +657,7 @@ def test_serve_with_an_exported_recognizer(
         )
         assert enrolled.status_code == 201, enrolled.text
 
-        # No calibrated threshold: verify (422) and identify (409) say so until the request
+        # No calibrated threshold: verify and identify (422) say so until the request
         # gives one.
         pair = {"image_a": upload(photos["powell1"]), "image_b": upload(photos["powell2"])}
         verified = served.post("/v1/verify", files=pair, headers=write)
@@ -654,8 +669,8 @@ def test_serve_with_an_exported_recognizer(
         assert verified.json()["threshold"] == 0.5 and verified.json()["model"] == "tiny"
         query = {"image": upload(photos["powell2"])}
         unset = served.post("/v1/galleries/tiny/identify", files=query, headers=write)
-        assert unset.status_code == 409
-        assert "no calibrated verify threshold" in unset.json()["detail"]
+        assert unset.status_code == 422
+        assert "no calibrated identify threshold" in unset.json()["detail"]
         given = served.post(
             "/v1/galleries/tiny/identify", params={"threshold": -1.0}, files=query, headers=write
         )

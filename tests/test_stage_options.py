@@ -58,7 +58,7 @@ def one_line_error(result, code: int) -> str:
 def test_every_stage_lists_its_models_with_cards() -> None:
     assert list_detectors() == ["cnn", "hog", "retinaface", "thunder", "yunet"]
     assert list_landmarkers() == ["dlib-shape5"]
-    assert list_recognizers() == ["dlib-resnet", "sface"]
+    assert list_recognizers() == ["dlib-resnet", "dlib-resnet+sface", "sface"]
     assert DETECTORS.card("cnn") is DLIB_MMOD
     assert LANDMARKERS.card("dlib-shape5") is DLIB_SHAPE5
     assert RECOGNIZERS.card("dlib-resnet") is DLIB_RESNET

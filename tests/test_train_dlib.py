@@ -102,7 +102,7 @@ def test_fine_tune_dlib_resnet_and_use_the_export(shared_data: Path, tmp_path: P
     out = export_model(tmp_path / "run" / "model.pt", tmp_path / "tuned.onnx")
     assert read_card(out).template == "dlib150"
     tuned_analyzer = FaceAnalyzer(recognizer=str(out))
-    assert tuned_analyzer.template.name == "dlib150"
+    assert tuned_analyzer.templates[0].name == "dlib150"
     faces = tuned_analyzer.analyze(str(first))
     assert faces and faces[0].embedding.shape == (128,)
     # The exported model embeds the same chip as the fine-tuned torch backbone.

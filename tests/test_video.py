@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from facesphere.cards import Threshold
 from facesphere.cli.main import app
 from facesphere.video.pipeline import (
     Overlay,
@@ -270,8 +271,8 @@ class FakeGallery:
             results.append(FakeResult(best[0] if best else None, matches))
         return results
 
-    def default_threshold(self) -> float:
-        return self.threshold
+    def identification_threshold(self, fpir: float | None = None) -> Threshold:
+        return Threshold.given(self.threshold)
 
 
 def test_identify_matches_plain_lists() -> None:
@@ -292,7 +293,7 @@ FRAMES = 16
 FPS = 8.0
 SIZE = (400, 240)
 TILE = 150
-FAST = ["--detector", "hog", "--engine", "dlib", "--no-progress"]
+FAST = ["--detector", "hog", "--engine", "dlib", "--recognizer", "dlib-resnet", "--no-progress"]
 
 
 def photo(root: Path, name: str, number: int) -> np.ndarray:
@@ -333,7 +334,7 @@ def clip(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def analyzer():
     from facesphere import FaceAnalyzer
 
-    return FaceAnalyzer(detector="hog", engine="dlib")
+    return FaceAnalyzer(detector="hog", recognizer="dlib-resnet", engine="dlib")
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,7 @@ def test_sface_refuses_wrong_shapes() -> None:
 
 def test_registry_and_options() -> None:
     assert yunet().card is YUNET and sface().card is SFACE
-    assert SFACE.thresholds == {} and SFACE.embedding_dim == 128
+    assert SFACE.calibration is not None and SFACE.embedding_dim == 128
     with pytest.raises(ConfigError):
         create_detector("yunet", upsample=1)
     with pytest.raises(ConfigError):

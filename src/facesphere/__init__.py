@@ -3,7 +3,7 @@
 >>> from facesphere import FaceAnalyzer
 >>> analyzer = FaceAnalyzer()
 >>> faces = analyzer.detect("photo.jpg")          # boxes, scores, five landmarks
->>> vectors = analyzer.embed("photo.jpg")         # (N, 128) unit vectors
+>>> vectors = analyzer.embed("photo.jpg")         # (N, 256) unit vectors
 >>> analyzer.verify("a.jpg", "b.jpg").same        # same person?
 
 Names resolve lazily, so ``import facesphere`` stays cheap (no torch, FAISS or SQLite until a
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "Calibration": "facesphere.cards",
     "ConfigError": "facesphere.errors",
     "Face": "facesphere.pipeline.analyzer",
     "FaceAnalyzer": "facesphere.pipeline.analyzer",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "ModelCard": "facesphere.cards",
     "ModelError": "facesphere.errors",
     "NoFaceError": "facesphere.errors",
+    "Threshold": "facesphere.cards",
     "Verification": "facesphere.pipeline.analyzer",
     "create_detector": "facesphere.detect.registry",
     "create_landmarker": "facesphere.landmarks.registry",

@@ -5,9 +5,12 @@ recognizer file loads with ``FaceAnalyzer(recognizer=PATH)`` and gives the embed
 model it came from. Inputs are NCHW float32 made as the card says ((pixel - mean) / std, RGB);
 recognizers output L2-normalised embeddings; the batch axis is dynamic.
 
-Bundled models: ``dlib-resnet`` (input ``chips`` (N, 3, 150, 150), raw 0..255 RGB: the network
-subtracts dlib's channel means itself) and ``dlib-mmod`` (input ``pyramid``, the tiled image
-pyramid of `MMODDetector.tiled_pyramid`, output ``scores``; box decoding stays in Python).
+Bundled models: ``dlib-resnet`` (input (N, 3, 150, 150), raw 0..255 RGB: the network
+subtracts dlib's channel means itself), ``sface`` (input (N, 3, 112, 112), raw 0..255 RGB: the
+graph normalises itself), the fused ``dlib-resnet+sface`` (one input per member, in the card's
+order, named after the member's template; output the fused unit embedding) and ``dlib-mmod``
+(input ``pyramid``, the tiled image pyramid of `MMODDetector.tiled_pyramid`, output
+``scores``; box decoding stays in Python).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class Exportable:
     """A module ready to trace, with an example input, axis names and its card."""
 
     module: nn.Module
-    example: torch.Tensor
+    example: tuple[torch.Tensor, ...]
     inputs: list[str]
     outputs: list[str]
     dynamic_axes: dict[str, dict[int, str]]
@@ -50,21 +53,78 @@ class _Normalised(nn.Module):
         return nn.functional.normalize(self.backbone(x), dim=1)
 
 
-def _recognizer(module: nn.Module, card: ModelCard) -> Exportable:
-    assert card.input_size is not None
-    width, height = card.input_size
-    axes = {"input": {0: "batch"}, "embedding": {0: "batch"}}
-    example = torch.rand(2, 3, height, width)
-    return Exportable(module.eval(), example, ["input"], ["embedding"], axes, card)
+class _OnnxGraphOutput(nn.Module):
+    """An `OnnxGraph` as a module returning its one output tensor."""
+
+    def __init__(self, graph: nn.Module, output: str) -> None:
+        super().__init__()
+        self.graph, self.output = graph, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)[self.output]
+
+
+class _Fused(nn.Module):
+    """Member networks (each behind L2 normalisation) fused: their unit embeddings scaled by
+    the square roots of the weights and concatenated (`facesphere.recognize.fused`)."""
+
+    def __init__(self, members: list[nn.Module], weights: list[float]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.scales = [float(w) ** 0.5 for w in weights]
+
+    def forward(self, *chips: torch.Tensor) -> torch.Tensor:
+        parts = [s * m(x) for m, s, x in zip(self.members, self.scales, chips)]
+        return torch.cat(parts, dim=1)
+
+
+def _recognizer(module: nn.Module, card: ModelCard, scale: float = 1.0) -> Exportable:
+    """`module` taking one chip batch per template of `card` (pixels 0..`scale` in the
+    example), as an exportable recognizer."""
+    cards = [m.card for m in card.members] or [card]
+    inputs = ["input"] if len(cards) == 1 else [f"chips_{c.template}" for c in cards]
+    example = []
+    for member in cards:
+        assert member.input_size is not None
+        width, height = member.input_size
+        example.append(torch.rand(2, 3, height, width) * scale)
+    axes = {name: {0: "batch"} for name in [*inputs, "embedding"]}
+    return Exportable(module.eval(), tuple(example), inputs, ["embedding"], axes, card)
+
+
+def _dlib_resnet_module() -> nn.Module:
+    from facesphere.pretrained.dlib_resnet import load_dlib_resnet
+
+    return _Normalised(load_dlib_resnet())
+
+
+def _sface_module() -> nn.Module:
+    from facesphere.pretrained.cards import SFACE
+    from facesphere.pretrained.files import card_file
+    from facesphere.pretrained.onnx_graph import load_onnx_graph
+
+    graph = load_onnx_graph(card_file(SFACE))
+    return _Normalised(_OnnxGraphOutput(graph, graph.output_names[0]))
 
 
 def _dlib_resnet() -> Exportable:
     from facesphere.pretrained.cards import DLIB_RESNET
-    from facesphere.pretrained.dlib_resnet import load_dlib_resnet
 
-    exportable = _recognizer(load_dlib_resnet(), DLIB_RESNET)
-    exportable.example = exportable.example * 255
-    return exportable
+    return _recognizer(_dlib_resnet_module(), DLIB_RESNET, 255.0)
+
+
+def _sface() -> Exportable:
+    from facesphere.pretrained.cards import SFACE
+
+    return _recognizer(_sface_module(), SFACE, 255.0)
+
+
+def _dlib_resnet_sface() -> Exportable:
+    from facesphere.pretrained.cards import DLIB_RESNET_SFACE
+
+    weights = [m.weight for m in DLIB_RESNET_SFACE.members]
+    module = _Fused([_dlib_resnet_module(), _sface_module()], weights)
+    return _recognizer(module, DLIB_RESNET_SFACE, 255.0)
 
 
 def _dlib_mmod() -> Exportable:
@@ -76,12 +136,14 @@ def _dlib_mmod() -> Exportable:
         "pyramid": {0: "batch", 2: "height", 3: "width"},
         "scores": {0: "batch", 2: "out_height", 3: "out_width"},
     }
-    example = torch.rand(1, 3, 200, 160) - 0.5
+    example = (torch.rand(1, 3, 200, 160) - 0.5,)
     return Exportable(module, example, ["pyramid"], ["scores"], axes, detector.card)
 
 
 BUNDLED: dict[str, Callable[[], Exportable]] = {
     "dlib-resnet": _dlib_resnet,
+    "sface": _sface,
+    "dlib-resnet+sface": _dlib_resnet_sface,
     "dlib-mmod": _dlib_mmod,
 }
 
@@ -106,12 +168,12 @@ def write(exportable: Exportable, out: str | Path, fmt: str = "onnx", opset: int
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
-            traced = torch.jit.trace(exportable.module, (exportable.example,))
+            traced = torch.jit.trace(exportable.module, exportable.example)
             torch.jit.save(traced, str(out), _extra_files={TORCHSCRIPT_CARD_FILE: card_json})
             return out
         torch.onnx.export(
             exportable.module,
-            (exportable.example,),
+            exportable.example,
             str(out),
             input_names=exportable.inputs,
             output_names=exportable.outputs,
@@ -131,7 +193,8 @@ def write(exportable: Exportable, out: str | Path, fmt: str = "onnx", opset: int
 def export_model(
     source: str | Path, out: str | Path, fmt: str = "onnx", name: str | None = None
 ) -> Path:
-    """Export a bundled model (`dlib-resnet`, `dlib-mmod`) or a checkpoint path to `out`."""
+    """Export a bundled model (`BUNDLED`: dlib-resnet, sface, dlib-resnet+sface, dlib-mmod) or
+    a checkpoint path to `out`."""
     if str(source) in BUNDLED:
         if name:
             raise ConfigError("a bundled model keeps its own name; --name is for checkpoints")

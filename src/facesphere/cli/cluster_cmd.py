@@ -74,7 +74,7 @@ def write_links(report: dict[str, Any], out: Path) -> int:
     return made
 
 
-@pipeline_options(threshold=False)
+@pipeline_options()
 def cluster(
     folder: Path = typer.Argument(..., help="Folder of photos (walked recursively)."),
     json_out: str | None = typer.Option(

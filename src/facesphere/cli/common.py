@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
+from facesphere.defaults import DEFAULT_DETECTOR, DEFAULT_RECOGNIZER
 from facesphere.errors import FacesphereError
 
 if TYPE_CHECKING:
@@ -78,19 +79,31 @@ class Engine(str, Enum):
 
 @dataclass
 class PipelineOptions:
-    """The pipeline options shared by every pipeline verb (FaceAnalyzer's arguments)."""
+    """The pipeline options shared by every pipeline verb (FaceAnalyzer's arguments), and the
+    decision options of the verbs that decide: `threshold` with `far` (verification) or with
+    `fpir` (identification against a gallery)."""
 
-    detector: str = "cnn"
+    detector: str = DEFAULT_DETECTOR
     landmarker: str = "auto"
-    recognizer: str = "dlib-resnet"
+    recognizer: str = DEFAULT_RECOGNIZER
     engine: str | None = None
     device: str = "cpu"
     upsample: int | None = None
     threshold: float | None = None
+    far: float | None = None
+    fpir: float | None = None
+    decision: str | None = None  # "verify", "identify" or None: which options the verb has
 
     def analyzer_config(self) -> dict[str, Any]:
-        """Keyword arguments of FaceAnalyzer for these options."""
-        return asdict(self)
+        """Keyword arguments of FaceAnalyzer for these options: a verification threshold or
+        FAR goes to the analyzer; an identification one is the gallery's business."""
+        config = asdict(self)
+        for key in ("fpir", "decision"):
+            config.pop(key)
+        if self.decision != "verify":
+            config.pop("threshold")
+            config.pop("far")
+        return config
 
     def check(self) -> None:
         """Check the options without loading a model (ConfigError / ModelError, which the
@@ -98,7 +111,8 @@ class PipelineOptions:
         from facesphere.pipeline.analyzer import check_config
 
         config = self.analyzer_config()
-        config.pop("threshold")
+        config.pop("threshold", None)
+        config.pop("far", None)
         check_config(**config)
 
     def build(self, **extra: Any) -> FaceAnalyzer:
@@ -119,10 +133,10 @@ _PIPELINE_PARAMETERS = [
         "detector",
         str,
         typer.Option(
-            "cnn",
+            DEFAULT_DETECTOR,
             "--detector",
             "-d",
-            help="Face detector: cnn (MMOD), hog, thunder, yunet or retinaface.",
+            help="Face detector: yunet, retinaface, cnn (dlib's MMOD), hog or thunder.",
         ),
     ),
     _option(
@@ -139,10 +153,11 @@ _PIPELINE_PARAMETERS = [
         "recognizer",
         str,
         typer.Option(
-            "dlib-resnet",
+            DEFAULT_RECOGNIZER,
             "--recognizer",
             "-r",
-            help="Recognizer name, or the path of a model from `facesphere export`.",
+            help="Recognizer: dlib-resnet+sface, sface, dlib-resnet, or the path of a model from "
+            "`facesphere export`.",
         ),
     ),
     _option(
@@ -163,25 +178,51 @@ _PIPELINE_PARAMETERS = [
         ),
     ),
 ]
-_THRESHOLD_PARAMETER = _option(
-    "threshold",
-    float | None,
-    typer.Option(
-        None,
-        "--threshold",
-        help="Cosine similarity for 'same person' (default: the recognizer card's calibrated "
-        "threshold).",
+_THRESHOLD_HELP = {
+    "verify": "Cosine similarity for 'same person' (default: the recognizer card's calibrated "
+    "threshold at --far).",
+    "identify": "Cosine similarity needed to name a face (default: the recognizer card's "
+    "identification threshold for the gallery's size, at --fpir).",
+}
+_RATE_PARAMETERS = {
+    "verify": _option(
+        "far",
+        float | None,
+        typer.Option(
+            None,
+            "--far",
+            min=1e-6,
+            max=0.1,
+            help="False-accept rate per comparison to take the card's threshold at (default: "
+            "the card's, 1e-3 for the shipped recognizers).",
+        ),
     ),
-)
+    "identify": _option(
+        "fpir",
+        float | None,
+        typer.Option(
+            None,
+            "--fpir",
+            min=1e-6,
+            max=0.5,
+            help="Share of strangers named as someone (false-positive identification rate) "
+            "to take the card's threshold at, for the gallery's size (default: the card's, 0.01).",
+        ),
+    ),
+}
 
 
 def pipeline_options(
-    threshold: bool = True,
+    decision: str | None = None,
 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorator giving a verb the shared pipeline options (--detector, --landmarker,
-    --recognizer, --engine, --device, --upsample, and --threshold unless `threshold` is False);
-    the verb receives them as one `pipeline: PipelineOptions` argument."""
-    extra = [*_PIPELINE_PARAMETERS, *([_THRESHOLD_PARAMETER] if threshold else [])]
+    --recognizer, --engine, --device, --upsample) and, for a verb that decides, --threshold
+    with --far (`decision` "verify") or --fpir ("identify"); the verb receives them as one
+    `pipeline: PipelineOptions` argument."""
+    extra = list(_PIPELINE_PARAMETERS)
+    if decision is not None:
+        threshold = typer.Option(None, "--threshold", help=_THRESHOLD_HELP[decision])
+        extra += [_option("threshold", float | None, threshold), _RATE_PARAMETERS[decision]]
     names = [p.name for p in extra]
 
     def decorator(function: Callable[..., T]) -> Callable[..., T]:
@@ -194,7 +235,10 @@ def pipeline_options(
             engine = values.get("engine")
             if isinstance(engine, Enum):
                 values["engine"] = engine.value
-            return function(*args, pipeline=PipelineOptions(**values), **kwargs)
+            options = PipelineOptions(**values, decision=decision)
+            if options.threshold is not None and (options.far or options.fpir) is not None:
+                fail("give --threshold or the rate to take it at, not both")
+            return function(*args, pipeline=options, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
         return wrapper

@@ -26,7 +26,7 @@ class Protocol(str, Enum):
 
 
 @evaluate_app.command("pairs")
-@pipeline_options(threshold=False)
+@pipeline_options()
 def pairs(
     images: Path = typer.Option(..., "--images", help="Image root folder."),
     pairs_file: Path = typer.Option(..., "--pairs", help="Pairs file."),

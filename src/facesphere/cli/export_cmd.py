@@ -2,8 +2,9 @@
 
 Usage: ``facesphere export CHECKPOINT --format onnx|torchscript OUT`` for a trained facesphere
 checkpoint (a run's checkpoint folder, a ``rank-0.pt`` file, ``best.pt`` or ``model.pt``), or
-``facesphere export --model dlib-resnet|dlib-mmod --format onnx|torchscript OUT`` for the
-bundled dlib networks. Exported recognizers load with ``FaceAnalyzer(recognizer=OUT)``.
+``facesphere export --model NAME --format onnx|torchscript OUT`` for a bundled network
+(dlib-resnet, sface, dlib-resnet+sface, dlib-mmod). Exported recognizers load with
+``FaceAnalyzer(recognizer=OUT)``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ def export(
         ..., metavar="[CHECKPOINT] OUT", help="Optional checkpoint, then the output file."
     ),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Bundled model to export: dlib-resnet or dlib-mmod."
+        None,
+        "--model",
+        "-m",
+        help="Bundled model to export: dlib-resnet, sface, dlib-resnet+sface or dlib-mmod.",
     ),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
     name: str | None = typer.Option(

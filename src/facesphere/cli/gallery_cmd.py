@@ -21,6 +21,7 @@ from facesphere.cli.common import (
     pipeline_options,
     print_json,
 )
+from facesphere.defaults import DEFAULT_RECOGNIZER
 
 gallery_app = FacesphereTyper(
     help="Face galleries: enroll people from photos, identify faces against them.",
@@ -50,16 +51,33 @@ def _open(path: Path):
 @gallery_app.command("create")
 def create(
     path: Path = GalleryArgument,
-    model: str = typer.Option("dlib-resnet", "--model", help="Recognizer the gallery is for."),
-    model_version: str = typer.Option("1", "--model-version", help="Its version."),
-    dim: int = typer.Option(128, "--dim", min=1, help="Embedding dimension."),
+    model: str = typer.Option(
+        DEFAULT_RECOGNIZER,
+        "--model",
+        help="Recognizer the gallery is for: a registered name or exported file (its card is "
+        "stored with the gallery), or any other name with --model-version and --dim.",
+    ),
+    model_version: str | None = typer.Option(None, "--model-version", help="Its version."),
+    dim: int | None = typer.Option(None, "--dim", min=1, help="Embedding dimension."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Open an existing gallery."),
     json_output: bool = JsonOption,
 ) -> None:
     """Create an empty gallery."""
     from facesphere.gallery import Gallery
+    from facesphere.pipeline.analyzer import recognizer_card
+    from facesphere.recognize.registry import RECOGNIZERS, is_exported_model
 
-    with gallery_errors(), Gallery.create(path, model, model_version, dim, exist_ok) as gallery:
+    with gallery_errors():
+        if model in RECOGNIZERS or is_exported_model(model):
+            card = recognizer_card(model, {})
+            if model_version not in (None, card.version) or dim not in (None, card.embedding_dim):
+                fail(f"{model} is version {card.version}, {card.embedding_dim}-d")
+            gallery = Gallery.create(path, exist_ok=exist_ok, card=card)
+        elif dim is None:
+            fail(f"{model!r} is not a registered recognizer: give its --dim")
+        else:
+            gallery = Gallery.create(path, model, model_version or "1", dim, exist_ok)
+    with gallery_errors(), gallery:
         info = gallery.info()
     if json_output:
         print_json(info)
@@ -80,7 +98,7 @@ def _parse_metadata(text: str | None) -> dict[str, Any] | None:
 
 
 @gallery_app.command("enroll")
-@pipeline_options(threshold=False)
+@pipeline_options()
 def enroll(
     path: Path = GalleryArgument,
     images: list[Path] = typer.Argument(..., help="Photos of the person (largest face each)."),
@@ -129,7 +147,7 @@ def enroll(
 
 
 @gallery_app.command("identify")
-@pipeline_options()
+@pipeline_options("identify")
 def identify(
     path: Path = GalleryArgument,
     image: Path = typer.Argument(..., help="Photo to identify (every face in it)."),
@@ -141,17 +159,24 @@ def identify(
     """Who is in a photo: the best-matching enrolled subjects of each face, or unknown."""
     import numpy as np
 
+    from facesphere.cards import Threshold
+
     with gallery_errors():
         gallery = _open(path)
     with gallery_errors(), gallery:
         analyzer = pipeline.build()
         name, version, dim = analyzer.card.model_key
         gallery.check_model(name, version, dim)
+        decided = (
+            gallery.identification_threshold(pipeline.fpir)
+            if pipeline.threshold is None
+            else Threshold.given(pipeline.threshold)
+        )
         faces = analyzer.analyze(image)
         if not faces:
             fail(f"no face found in {image}", EXIT_NO_FACE)
         results = gallery.identify(
-            np.stack([f.embedding for f in faces]), top_k, pipeline.threshold, name, version
+            np.stack([f.embedding for f in faces]), top_k, decided.value, name, version
         )
     rows = [
         {
@@ -162,9 +187,10 @@ def identify(
         for face, result in zip(faces, results)
     ]
     if json_output:
-        cut = results[0].threshold
-        print_json({"image": str(image), "gallery": str(path), "threshold": cut, "faces": rows})
+        print_json({"image": str(image), "gallery": str(path), **decided.describe(), "faces": rows})
         return
+    rate = "" if decided.fpir is None else f" (FPIR {decided.fpir:g} for {decided.gallery_size})"
+    typer.echo(f"threshold {decided.value:.4f}{rate}")
     for i, row in enumerate(rows):
         box = ", ".join(f"{v:.0f}" for v in row["box"])
         who = row["identity"] if row["identity"] is not None else "unknown"

@@ -147,14 +147,18 @@ def models(
     if json_output:
         print_json(pretrained + rows)
         return
-    typer.echo(f"{'pretrained':<14} {'kind':<11} {'version':<8} licence / thresholds")
+    typer.echo(f"{'pretrained':<18} {'kind':<11} {'version':<22} licence / thresholds")
     for row in pretrained:
         card = row["card"]
-        cuts = ", ".join(f"{job} {t['value']}" for job, t in card["thresholds"].items())
+        cuts = [f"{job} {t['value']}" for job, t in card["thresholds"].items()]
+        calibration = card.get("calibration")
+        if calibration:
+            verify = next(p for p in calibration["points"] if p["far"] == calibration["verify_far"])
+            cuts.insert(0, f"verify {verify['threshold']} at FAR {verify['far']:g}")
         licence = card["licence"].split(" (")[0]
         typer.echo(
-            f"{row['name']:<14} {row['kind']:<11} {card['version']:<8} {licence}"
-            + (f"\n{'':<35}{cuts}" if cuts else "")
+            f"{row['name']:<18} {row['kind']:<11} {card['version']:<22} {licence}"
+            + (f"\n{'':<53}{', '.join(cuts)}" if cuts else "")
         )
     typer.echo("")
     typer.echo(f"{'name':<22} {'kind':<9} {'params':>9} {'GFLOPs':>8}  input")

@@ -9,7 +9,7 @@ import typer
 from facesphere.cli.common import PipelineOptions, fail, pipeline_options, print_json
 
 
-@pipeline_options(threshold=False)
+@pipeline_options()
 def detect(
     image: Path = typer.Argument(..., help="Image file."),
     draw: Path | None = typer.Option(None, "--draw", help="Write the image with faces drawn."),
@@ -43,7 +43,7 @@ def detect(
             typer.echo(f"drawn to {draw}")
 
 
-@pipeline_options()
+@pipeline_options("verify")
 def verify(
     image_a: Path = typer.Argument(..., help="First image."),
     image_b: Path = typer.Argument(..., help="Second image."),
@@ -58,7 +58,7 @@ def verify(
     import numpy as np
 
     analyzer = pipeline.build()
-    analyzer.decision_threshold()
+    analyzer.decision_threshold()  # a model without a calibration needs --threshold: say so now
     faces_a = analyzer.analyze(image_a)
     faces_b = analyzer.analyze(image_b)
     result = analyzer.verify_faces(faces_a, faces_b, str(image_a), str(image_b))
@@ -81,10 +81,11 @@ def verify(
         print_json(report)
         return
     verdict = "SAME person" if result.same else "DIFFERENT people"
+    far = "" if result.decided.far is None else f" at FAR {result.decided.far:g}"
     typer.echo(
-        f"{verdict}: similarity {result.similarity:.4f} (threshold {result.threshold:.4f} of "
-        f"{result.model}; {result.faces_a} face(s) in A, {result.faces_b} in B; largest faces "
-        "compared)"
+        f"{verdict}: similarity {result.similarity:.4f} (threshold {result.threshold:.4f}{far} "
+        f"of {result.model}; {result.faces_a} face(s) in A, {result.faces_b} in B; largest "
+        "faces compared)"
     )
     for row in report.get("pairs", []):
         typer.echo(
@@ -93,7 +94,7 @@ def verify(
         )
 
 
-@pipeline_options(threshold=False)
+@pipeline_options()
 def embed(
     paths: list[Path] = typer.Argument(..., help="Images or folders (walked recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npz file."),

@@ -20,7 +20,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-@pipeline_options()
+@pipeline_options("verify")
 def serve(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to bind (default loopback only)."

@@ -35,7 +35,7 @@ def train(
     )
 
 
-@pipeline_options(threshold=False)
+@pipeline_options()
 def prepare(
     src: Path = typer.Argument(..., help="Folder with one sub-folder of photos per identity."),
     out: Path = typer.Argument(..., help="Output folder for shards and manifest.json."),

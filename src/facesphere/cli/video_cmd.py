@@ -10,7 +10,7 @@ import typer
 from facesphere.cli.common import PipelineOptions, fail, pipeline_options, print_json
 
 
-@pipeline_options()
+@pipeline_options("identify")
 def video(
     source: Path = typer.Argument(..., help="Video file (anything OpenCV can decode)."),
     gallery_path: Path | None = typer.Option(
@@ -36,7 +36,7 @@ def video(
     """Detect, track and identify faces in a video; write an annotated copy and an event log.
 
     A track is named once its smoothed gallery score reaches --threshold (default: the
-    gallery's model card)."""
+    gallery model card's identification threshold for the gallery's size, at --fpir)."""
     from facesphere.gallery import Gallery
     from facesphere.video.pipeline import open_video, process_video
     from facesphere.video.tracker import TrackerConfig
@@ -62,7 +62,11 @@ def video(
             every=every,
             window=window,
             top_k=top_k,
-            threshold=pipeline.threshold,
+            threshold=(
+                gallery.identification_threshold(pipeline.fpir).value
+                if gallery is not None and pipeline.threshold is None
+                else pipeline.threshold
+            ),
             tracker_config=TrackerConfig(max_missed=max_missed),
             progress=progress,
         )

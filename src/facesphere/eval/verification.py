@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facesphere.cards import ModelCard
 from facesphere.eval.cache import EmbeddingCache
 from facesphere.eval.metrics import auc, eer, kfold_accuracy, roc_curve, tar_at_far
 from facesphere.eval.pairs import Pair
 from facesphere.io.files import file_sha256
 from facesphere.paths import facesphere_home
-from facesphere.pipeline.analyzer import Face
+from facesphere.pipeline.analyzer import Face, recognizer_card
 from facesphere.pipeline.runner import analyze_files
+from facesphere.recognize.fused import fuse_embeddings
 
 FAR_LEVELS = (1e-3, 1e-2)
 
@@ -69,8 +71,14 @@ def embed_main_faces(
     """The main face of every image (`central` or `largest`; the centre crop where none is
     detected), through the cache.
 
+    A fused recognizer's embeddings are fused from its members' (each embedded, and cached,
+    as a pipeline of its own with the same detector): the same vectors the fused pipeline
+    computes, since its members align the same detected face with their own templates.
     Returns the faces by path and the images that could not be read (with reasons).
     """
+    card = recognizer_card(str(config.get("recognizer")), {})
+    if card.members:
+        return _fused_main_faces(paths, config, card, workers, fallback, cache_path, progress, face)
     key = pipeline_key(config, fallback, face)
     cache = EmbeddingCache(cache_path) if cache_path else None
     faces: dict[Path, Face] = {}
@@ -112,6 +120,35 @@ def embed_main_faces(
         if cache:
             cache.close()
     return faces, unreadable
+
+
+def _fused_main_faces(
+    paths: list[Path],
+    config: dict[str, Any],
+    card: ModelCard,
+    workers: int | None,
+    fallback: str,
+    cache_path: Path | None,
+    progress: bool,
+    face: str,
+) -> tuple[dict[Path, Face], list[str]]:
+    """`embed_main_faces` for a fused recognizer, member by member."""
+    per_member = []
+    unreadable: list[str] = []
+    for member in card.members:
+        member_config = {**config, "recognizer": member.card.name}
+        faces, bad = embed_main_faces(
+            paths, member_config, workers, fallback, cache_path, progress, face
+        )
+        per_member.append(faces)
+        unreadable = unreadable or bad
+    fused: dict[Path, Face] = {}
+    for path, first in per_member[0].items():
+        if all(path in faces for faces in per_member):
+            vectors = [faces[path].embedding[None] for faces in per_member]
+            embedding = fuse_embeddings(card, vectors)[0]
+            fused[path] = replace(first, embedding=embedding, extra_landmarks={})
+    return fused, unreadable
 
 
 def evaluate_pairs(

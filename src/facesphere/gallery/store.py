@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from facesphere.cards import VERIFY, ModelCard
-from facesphere.errors import ModelError
+from facesphere.cards import ModelCard, Threshold
 from facesphere.gallery.errors import (
     GalleryError,
     GalleryExistsError,
@@ -301,6 +300,12 @@ class Gallery:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
+    def subject_count(self) -> int:
+        """The number of subjects with at least one face (those a query can match)."""
+        with self._lock:
+            query = "SELECT COUNT(DISTINCT subject_id) FROM faces"
+            return int(self._conn.execute(query).fetchone()[0])
+
     def __repr__(self) -> str:
         return f"Gallery({str(self.path)!r}, model={self.model!r}, dim={self.dim})"
 
@@ -340,30 +345,29 @@ class Gallery:
 
     @property
     def card(self) -> ModelCard | None:
-        """The card of the gallery's model: the one stored at creation, else the registered
-        recognizer of the same name and version (None when neither exists)."""
-        if self._card_json:
-            return ModelCard.from_json(self._card_json)
+        """The card of the gallery's model: the registered recognizer's of the same name and
+        version (its calibration may be newer than the gallery), else the one stored at
+        creation (None when neither exists)."""
         from facesphere.recognize.registry import RECOGNIZERS
 
         if self.model in RECOGNIZERS:
             card = RECOGNIZERS.card(self.model)
             if card is not None and card.version == self.model_version:
                 return card
+        if self._card_json:
+            return ModelCard.from_json(self._card_json)
         return None
 
-    def default_threshold(self) -> float:
-        """The identification threshold of the gallery's model card (its verification one)."""
+    def identification_threshold(self, fpir: float | None = None) -> Threshold:
+        """The threshold naming `fpir` of strangers (default: the model card's) as someone in
+        this gallery: it depends on the number of subjects enrolled (`ModelCard`)."""
         card = self.card
         if card is None:
             raise GalleryError(
                 f"gallery {self.path} holds {self.model} embeddings without a model card; "
                 "pass a threshold"
             )
-        try:
-            return card.threshold(VERIFY).value
-        except ModelError as exc:
-            raise GalleryError(str(exc)) from None
+        return card.identification_threshold(max(self.subject_count(), 1), fpir)
 
     def check_model(
         self, model: str | None = None, model_version: str | None = None, dim: int | None = None
@@ -704,11 +708,11 @@ class Gallery:
     ) -> list[Identification]:
         """For each query embedding, the `top_k` subjects ranked by their best face's cosine
         similarity; `identity` is None (unknown) when the best is under `threshold`
-        (default: `default_threshold()`, from the model card)."""
+        (default: `identification_threshold()`, from the model card)."""
         self.check_model(model, model_version)
         if int(top_k) < 1:
             raise GalleryError(f"top_k must be at least 1, got {top_k}")
-        cut = self.default_threshold() if threshold is None else float(threshold)
+        cut = self.identification_threshold().value if threshold is None else float(threshold)
         queries = self._prepare(embeddings)
         with self._lock:
             index = self._current_index()

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from facesphere.align.templates import TEMPLATES, AlignmentTemplate, align_to_template
-from facesphere.cards import VERIFY, ModelCard
+from facesphere.cards import ModelCard, Threshold
+from facesphere.defaults import DEFAULT_DETECTOR, DEFAULT_RECOGNIZER
 from facesphere.detect.registry import DETECTORS, create_detector
 from facesphere.device import check_device
 from facesphere.errors import ConfigError, ModelError, NoFaceError
@@ -17,6 +18,7 @@ from facesphere.landmarks.base import Landmarker
 from facesphere.landmarks.registry import LANDMARKERS, create_landmarker
 from facesphere.recognize.base import Recognizer, l2_normalize
 from facesphere.recognize.exported import read_card
+from facesphere.recognize.fused import fuse_embeddings, split_fused
 from facesphere.recognize.registry import RECOGNIZERS, create_recognizer, is_exported_model
 
 # `landmarker` choices besides a registered name: the detector's own points when they are in
@@ -28,7 +30,11 @@ DEFAULT_LANDMARKER = "dlib-shape5"
 
 @dataclass
 class Face:
-    """One face: box (x1, y1, x2, y2), detector score, five landmarks and where it came from."""
+    """One face: box (x1, y1, x2, y2), detector score, five landmarks and where it came from.
+
+    `extra_landmarks` holds the same face's points in other schemes when a recognizer's
+    templates need them (dlib's five points beside a detector's own, for a fused recognizer).
+    """
 
     box: np.ndarray
     score: float
@@ -36,6 +42,14 @@ class Face:
     landmark_scheme: str = "dlib5"
     source: str = "detector"
     embedding: np.ndarray | None = field(default=None, repr=False)
+    extra_landmarks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def points_for(self, template: AlignmentTemplate) -> tuple[np.ndarray, str]:
+        """The landmarks (and their scheme) to align this face to `template`: those in the
+        template's own scheme when the face has them."""
+        if template.scheme in self.extra_landmarks:
+            return self.extra_landmarks[template.scheme], template.scheme
+        return self.landmarks, self.landmark_scheme
 
     @property
     def area(self) -> float:
@@ -55,26 +69,28 @@ class Face:
 @dataclass
 class Verification:
     """The result of comparing two images' faces: the decision, the cosine similarity, the
-    threshold that decided and where it came from (`model`, the false-accept rate `far` it was
-    calibrated at; None for a threshold given by the caller)."""
+    threshold that `decided` (calibrated: with the FAR it was taken at and the FRR measured
+    there; or given by the caller) and the `model` that embedded the faces."""
 
     same: bool
     similarity: float
-    threshold: float
+    decided: Threshold
     faces_a: int
     faces_b: int
     face_a: Face | None = None
     face_b: Face | None = None
     model: str = ""
-    far: float | None = None
+
+    @property
+    def threshold(self) -> float:
+        return self.decided.value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (boxes of the compared faces, no embeddings)."""
         return {
             "same": self.same,
             "similarity": round(self.similarity, 6),
-            "threshold": self.threshold,
-            "far": self.far,
+            **self.decided.describe(),
             "model": self.model,
             "faces_a": self.faces_a,
             "faces_b": self.faces_b,
@@ -110,16 +126,17 @@ def centre_face_box(width: int, height: int, fraction: float = 1 / 2.2) -> np.nd
 
 
 def check_config(
-    detector: str = "cnn",
-    recognizer: str = "dlib-resnet",
+    detector: str = DEFAULT_DETECTOR,
+    recognizer: str = DEFAULT_RECOGNIZER,
     landmarker: str = AUTO_LANDMARKS,
     engine: str | None = None,
     device: str = "cpu",
     upsample: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], ModelCard]:
     """Check FaceAnalyzer's stage options without loading any model (names, options, device,
-    an exported recognizer's card): ConfigError / ModelError when one is wrong. Returns the
-    detector's options, those every stage takes, and the recognizer's card."""
+    an exported recognizer's card, landmarks that every template of the recognizer can be
+    aligned from): ConfigError / ModelError when one is wrong. Returns the detector's options,
+    those every stage takes, and the recognizer's card."""
     check_device(device)
     common: dict[str, Any] = {"device": device}
     if engine is not None:
@@ -128,9 +145,31 @@ def check_config(
     if upsample is not None:
         detector_options["upsample"] = upsample
     DETECTORS.check(detector, **detector_options)
-    if landmarker not in (AUTO_LANDMARKS, DETECTOR_LANDMARKS):
+    card = recognizer_card(recognizer, common)
+    if landmarker == DETECTOR_LANDMARKS:
+        detector_card = DETECTORS.card(detector)
+        scheme = None if detector_card is None else detector_card.landmark_scheme
+        if scheme is None:
+            raise ConfigError(f"detector {detector!r} places no landmarks; choose a landmarker")
+        _check_alignable(scheme, card, f"detector {detector!r}")
+    elif landmarker != AUTO_LANDMARKS:
         LANDMARKERS.check(landmarker, **common)
-    return detector_options, common, recognizer_card(recognizer, common)
+        landmarker_card = LANDMARKERS.card(landmarker)
+        if landmarker_card is not None and landmarker_card.landmark_scheme is not None:
+            _check_alignable(landmarker_card.landmark_scheme, card, f"landmarker {landmarker!r}")
+    return detector_options, common, card
+
+
+def _check_alignable(scheme: str, card: ModelCard, source: str) -> None:
+    """ConfigError unless points in `scheme` align every template of `card` (dlib5 points
+    give standard5 ones, not the other way round)."""
+    for name in card.templates:
+        needed = TEMPLATES[name].scheme
+        if scheme != needed and not (scheme == "dlib5" and needed == "standard5"):
+            raise ConfigError(
+                f"{source} places {scheme} landmarks, but {card.name}'s {name} template needs "
+                f"{needed} ones; use landmarker 'auto'"
+            )
 
 
 def recognizer_card(recognizer: str, options: dict[str, Any]) -> ModelCard:
@@ -155,26 +194,30 @@ class FaceAnalyzer:
     None for each model's default. device: `cpu` or `cuda`. upsample: detector upsampling (None:
     the detector's default). flip: average the embeddings of each chip and its mirror.
     threshold: cosine similarity at or above which two faces are one person (None: the
-    recognizer card's calibrated verification threshold). max_pixels: refuse larger images.
-    `card` is the recognizer's model card (template, input size, thresholds, licence); the
-    landmark model and the recognizer load on first use.
+    recognizer card's calibrated verification threshold at `far`). far: the false-accept rate
+    the threshold is taken at (None: the card's default, 1e-3 for the shipped recognizers).
+    max_pixels: refuse larger images. `card` is the recognizer's model card (templates, input
+    size, calibration, licence); the landmark model and the recognizer load on first use.
     """
 
     def __init__(
         self,
-        detector: str = "cnn",
-        recognizer: str = "dlib-resnet",
+        detector: str = DEFAULT_DETECTOR,
+        recognizer: str = DEFAULT_RECOGNIZER,
         landmarker: str = AUTO_LANDMARKS,
         engine: str | None = None,
         device: str = "cpu",
         upsample: int | None = None,
         flip: bool = True,
         threshold: float | None = None,
+        far: float | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         detector_options, common, card = check_config(
             detector, recognizer, landmarker, engine, device, upsample
         )
+        if threshold is not None and far is not None:
+            raise ConfigError("give a threshold or a FAR, not both")
         self.config = {
             "detector": detector,
             "recognizer": recognizer,
@@ -184,29 +227,28 @@ class FaceAnalyzer:
             "upsample": upsample,
             "flip": flip,
             "threshold": threshold,
+            "far": far,
             "max_pixels": max_pixels,
         }
         self.detector = create_detector(detector, **detector_options)
         self.card: ModelCard = card
         self._recognizer_name = recognizer
         self._recognizer: Recognizer | None = None
-        self.template: AlignmentTemplate = TEMPLATES[str(self.card.template)]
+        self.templates: list[AlignmentTemplate] = [TEMPLATES[t] for t in self.card.templates]
         self._stage_options = common
         self._landmarker_name = landmarker
         self._landmarker: Landmarker | None = None
         if landmarker not in (AUTO_LANDMARKS, DETECTOR_LANDMARKS):
             self._landmarker = create_landmarker(landmarker, **common)
-        elif landmarker == DETECTOR_LANDMARKS and self.detector.card.landmark_scheme is None:
-            raise ConfigError(f"detector {detector!r} places no landmarks; choose a landmarker")
         self.flip = flip
-        self.threshold_far: float | None = None
+        # the verification threshold: the caller's, else the card's at `far` (None when the
+        # card has no calibration: then verify needs a threshold per call)
+        self.calibrated: Threshold | None = None
         if threshold is None:
-            try:
-                calibrated = self.card.threshold(VERIFY)
-            except ModelError:
-                calibrated = None
-            if calibrated is not None:
-                threshold, self.threshold_far = calibrated.value, calibrated.far
+            if self.card.calibration is not None or far is not None:
+                self.calibrated = self.card.verification_threshold(far)
+            if self.calibrated is not None:
+                threshold = self.calibrated.value
         self.threshold = threshold
         self.max_pixels = max_pixels
 
@@ -225,10 +267,22 @@ class FaceAnalyzer:
         return self._landmarker
 
     def _uses_detector_points(self) -> bool:
-        scheme = self.detector.card.landmark_scheme
         if self._landmarker_name == DETECTOR_LANDMARKS:
             return True
-        return self._landmarker_name == AUTO_LANDMARKS and scheme == self.template.scheme
+        schemes = {t.scheme for t in self.templates}
+        return (
+            self._landmarker_name == AUTO_LANDMARKS
+            and self.detector.card.landmark_scheme in schemes
+        )
+
+    def _needs_dlib_points(self, scheme: str) -> bool:
+        """Whether faces with `scheme` points also need dlib's five for some template (auto
+        landmarks only: a named landmarker or the detector's points serve every template)."""
+        return (
+            self._landmarker_name == AUTO_LANDMARKS
+            and scheme != "dlib5"
+            and any(t.scheme == "dlib5" for t in self.templates)
+        )
 
     # -- detection ---------------------------------------------------------------------------
 
@@ -249,6 +303,10 @@ class FaceAnalyzer:
                 for d in detections
                 if d.landmarks is not None
             ]
+            if faces and self._needs_dlib_points(faces[0].landmark_scheme):
+                points = self.landmarker.predict(image, np.stack([f.box for f in faces]))
+                for face, dlib_points in zip(faces, points):
+                    face.extra_landmarks["dlib5"] = dlib_points
         else:
             boxes = np.stack([d.box for d in detections])
             landmarks = self.landmarker.predict(image, boxes)
@@ -265,33 +323,29 @@ class FaceAnalyzer:
 
     # -- embedding ---------------------------------------------------------------------------
 
-    def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
-        """Aligned chips (N, H, W, 3) for `faces`, in the recognizer's template."""
-        template = self.template
-        chips = [align_to_template(image, f.landmarks, f.landmark_scheme, template) for f in faces]
-        width, height = template.size
-        return np.stack(chips) if chips else np.zeros((0, height, width, 3), np.uint8)
+    def align(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        """Aligned chips (N, H, W, 3) for `faces`, one array per template of the recognizer
+        (one for a single model, one per member of a fused one)."""
+        return [align_faces(image, faces, template) for template in self.templates]
 
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """Embeddings of aligned chips, averaged with their mirror images when `flip` is on."""
-        chips = np.asarray(chips)
-        if chips.ndim == 3:
-            chips = chips[None]
-        if not self.flip or len(chips) == 0:
-            return self.recognizer.embed_chips(chips)
-        both = self.recognizer.embed_chips(np.concatenate([chips, chips[:, :, ::-1]]))
-        return l2_normalize(both[: len(chips)] + both[len(chips) :])
+    def embed_chips(self, *chips: np.ndarray) -> np.ndarray:
+        """Embeddings of aligned chips (one array per template), averaged with their mirror
+        images when `flip` is on (per member of a fused recognizer, before fusing)."""
+        arrays = [np.asarray(c)[None] if np.ndim(c) == 3 else np.asarray(c) for c in chips]
+        if not self.flip or len(arrays[0]) == 0:
+            return self.recognizer.embed_chips(*arrays)
+        return _flip_averaged(self.recognizer, arrays)
 
     def embed(self, img: ImageInput, faces: list[Face] | None = None) -> np.ndarray:
         """L2-normalised embeddings (N, D) of `faces` in `img` (all detected faces if None)."""
         image = self.load(img)
         if faces is None:
             faces = self.detect(image)
-        return self._attach_embeddings(faces, self.align(image, faces))
+        return self._attach_embeddings(faces, *self.align(image, faces))
 
-    def _attach_embeddings(self, faces: list[Face], chips: np.ndarray) -> np.ndarray:
+    def _attach_embeddings(self, faces: list[Face], *chips: np.ndarray) -> np.ndarray:
         """Embed the aligned `chips` of `faces` and store each vector on its face."""
-        vectors = self.embed_chips(chips)
+        vectors = self.embed_chips(*chips)
         for face, vector in zip(faces, vectors):
             face.embedding = vector
         return vectors
@@ -319,7 +373,7 @@ class FaceAnalyzer:
             per_image.append(faces)
             chips.append(self.align(image, faces))
         flat = [face for faces in per_image for face in faces]
-        self._attach_embeddings(flat, np.concatenate(chips))
+        self._attach_embeddings(flat, *(np.concatenate(c) for c in zip(*chips)))
         return per_image
 
     # -- comparison --------------------------------------------------------------------------
@@ -336,25 +390,35 @@ class FaceAnalyzer:
         source_a: str = "a",
         source_b: str = "b",
         threshold: float | None = None,
+        far: float | None = None,
     ) -> Verification:
-        """Compare the largest face of `a` with the largest face of `b`, at `threshold` (None:
-        the analyzer's).
+        """Compare the largest face of `a` with the largest face of `b`, at `threshold`, else
+        the card's threshold at `far`, else the analyzer's.
 
-        Raises NoFaceError when either image has no face, ModelError when no threshold is set
-        and the recognizer's card has none calibrated.
+        Raises NoFaceError when either image has no face, ConfigError when no threshold is
+        set and the recognizer's card has none calibrated.
         """
-        self.decision_threshold(threshold)
+        self.decision_threshold(threshold, far)
         faces_a, faces_b = self.analyze(a), self.analyze(b)
-        return self.verify_faces(faces_a, faces_b, source_a, source_b, threshold)
+        return self.verify_faces(faces_a, faces_b, source_a, source_b, threshold, far)
 
-    def decision_threshold(self, threshold: float | None = None) -> float:
-        """`threshold`, else the analyzer's threshold deciding 'same person' (ModelError when
-        none is set or calibrated)."""
+    def decision_threshold(
+        self, threshold: float | None = None, far: float | None = None
+    ) -> Threshold:
+        """The threshold deciding 'same person': `threshold` if given, else the card's at
+        `far` if given, else the analyzer's (the caller's or the card's calibrated one);
+        ConfigError when there is none, or for both arguments."""
+        if threshold is not None and far is not None:
+            raise ConfigError("give a threshold or a FAR, not both")
         if threshold is not None:
-            return float(threshold)
+            return Threshold.given(threshold)
+        if far is not None:
+            return self.card.verification_threshold(far)
+        if self.calibrated is not None:
+            return self.calibrated
         if self.threshold is None:
-            return self.card.threshold(VERIFY).value  # raises, naming the model
-        return float(self.threshold)
+            return self.card.verification_threshold()  # raises, naming the model
+        return Threshold.given(self.threshold)
 
     def verify_faces(
         self,
@@ -363,27 +427,45 @@ class FaceAnalyzer:
         source_a: str = "a",
         source_b: str = "b",
         threshold: float | None = None,
+        far: float | None = None,
     ) -> Verification:
         """`verify` on faces already analyzed (largest first): compares the first of each."""
         if not faces_a:
             raise NoFaceError(source_a)
         if not faces_b:
             raise NoFaceError(source_b)
-        far = self.threshold_far if threshold is None else None
-        threshold = self.decision_threshold(threshold)
+        decided = self.decision_threshold(threshold, far)
         face_a, face_b = faces_a[0], faces_b[0]
         score = float(face_a.embedding @ face_b.embedding)
         return Verification(
-            score >= threshold,
+            score >= decided.value,
             score,
-            threshold,
+            decided,
             len(faces_a),
             len(faces_b),
             face_a,
             face_b,
             self.card.name,
-            far,
         )
+
+
+def align_faces(image: np.ndarray, faces: list[Face], template: AlignmentTemplate) -> np.ndarray:
+    """Chips (N, H, W, 3) of `faces` aligned to `template`, each from its points for it."""
+    chips = [align_to_template(image, *face.points_for(template), template) for face in faces]
+    width, height = template.size
+    return np.stack(chips) if chips else np.zeros((0, height, width, 3), np.uint8)
+
+
+def _flip_averaged(recognizer: Recognizer, chips: list[np.ndarray]) -> np.ndarray:
+    """Unit embeddings of `chips` (one array per template), each the mean of the chip's and its
+    mirror image's; a fused recognizer's members are averaged one by one, then fused again."""
+    count = len(chips[0])
+    both = recognizer.embed_chips(*(np.concatenate([c, c[:, :, ::-1]]) for c in chips))
+    card = recognizer.card
+    if not card.members:
+        return l2_normalize(both[:count] + both[count:])
+    parts = split_fused(card, both)
+    return fuse_embeddings(card, [l2_normalize(p[:count] + p[count:]) for p in parts])
 
 
 def verify(a: ImageInput, b: ImageInput, analyzer: FaceAnalyzer | None = None) -> Verification:

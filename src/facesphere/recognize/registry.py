@@ -23,7 +23,7 @@ def is_exported_model(name: str) -> bool:
     return Path(name).suffix.lower() in EXPORTED_SUFFIXES
 
 
-def create_recognizer(name: str = "dlib-resnet", **options: Any) -> Recognizer:
+def create_recognizer(name: str, **options: Any) -> Recognizer:
     """Build the recognizer registered as `name` (options such as `engine`, `device`,
     `batch_size`), or load the exported model file `name` (option `device`)."""
     if is_exported_model(name):

@@ -20,6 +20,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from facesphere.cards import Threshold
 from facesphere.errors import VideoError
 from facesphere.video.tracker import Detection, Match, Tracker, TrackerConfig, TrackEvent
 
@@ -35,7 +36,7 @@ class Identifier(Protocol):
         self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None
     ) -> Sequence[Any]: ...
 
-    def default_threshold(self) -> float:
+    def identification_threshold(self, fpir: float | None = None) -> Threshold:
         """The score at which a match names a face (from the gallery's model card)."""
         ...
 
@@ -350,7 +351,7 @@ def process_video(
     `.score`, `.embedding`); gallery: optional `Identifier`; out: annotated video (mp4v);
     events_path: JSON lines of track events; every: detect on every n-th frame; window:
     identity smoothing window (observations); threshold: smoothed score needed to name a
-    track (default: the gallery's `default_threshold()`; without a gallery no track is
+    track (default: the gallery's `identification_threshold()`; without a gallery no track is
     named). Raises VideoError.
     """
     if every < 1:
@@ -360,7 +361,7 @@ def process_video(
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if threshold is None:
-        threshold = gallery.default_threshold() if gallery is not None else math.inf
+        threshold = gallery.identification_threshold().value if gallery is not None else math.inf
     config = tracker_config or TrackerConfig()
     tracker = Tracker(config, window=window, threshold=float(threshold))
 

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
-from facesphere.errors import ConfigError
 from facesphere.serve.deps import ERRORS, api_key, read_upload, service
 from facesphere.serve.state import ServiceState
 
@@ -62,23 +61,27 @@ def verify(
         None,
         ge=-1.0,
         le=1.0,
-        description="Cosine similarity for 'same person' (default: the model card's).",
+        description="Cosine similarity for 'same person' (default: the model card's, at the "
+        "card's default false-accept rate).",
+    ),
+    far: float | None = Query(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Take the model card's threshold at this false-accept rate instead "
+        "(calibrated from 1e-6 to 0.1).",
     ),
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
     """Whether the largest faces of two photos are the same person, with the threshold that
-    decided, the model and the false-accept rate the threshold was calibrated at.
+    decided, the false-accept rate it was calibrated at and the FRR measured there, and the
+    model.
 
-    A photo without a face: 422 naming its field. A model without a calibrated threshold needs
-    `threshold` (422 naming the model otherwise).
+    A photo without a face: 422 naming its field. A model without a calibration needs
+    `threshold` (422 naming the model otherwise); `threshold` and `far` together: 422.
     """
     pixels_a = state.decode(read_upload(image_a), "image_a")
     pixels_b = state.decode(read_upload(image_b), "image_b")
     with state.analyzing() as analyzer:
-        if threshold is None and analyzer.threshold is None:
-            raise ConfigError(
-                f"model {analyzer.card.name!r} has no calibrated verify threshold; "
-                "give the threshold query parameter"
-            )
-        result = analyzer.verify(pixels_a, pixels_b, "image_a", "image_b", threshold)
+        result = analyzer.verify(pixels_a, pixels_b, "image_a", "image_b", threshold, far)
     return result.to_dict()

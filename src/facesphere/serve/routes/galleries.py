@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Upl
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from facesphere.cards import VERIFY
+from facesphere.cards import Threshold
+from facesphere.errors import ConfigError
 from facesphere.gallery import Gallery, enroll_images
 from facesphere.serve.deps import (
     ERRORS,
@@ -211,18 +212,6 @@ def add_faces(
     return report.to_dict()
 
 
-def _identification_threshold(
-    gallery: Gallery, requested: float | None
-) -> tuple[float, float | None]:
-    """The threshold deciding identities (the request's, else the gallery model's calibrated
-    one) and the false-accept rate it was calibrated at (None when unknown)."""
-    if requested is not None:
-        return requested, None
-    value = gallery.default_threshold()
-    card = gallery.card
-    return value, None if card is None else card.threshold(VERIFY).far
-
-
 @router.post("/v1/galleries/{name}/identify", responses={**GALLERY_ERRORS, **_MODEL_CONFLICT})
 def identify(
     image: UploadFile = File(..., description="A photo."),
@@ -232,19 +221,31 @@ def identify(
         ge=-1.0,
         le=1.0,
         description="Similarity needed for an identity (default: the gallery model's "
-        "calibrated threshold).",
+        "identification threshold for the gallery's size).",
+    ),
+    fpir: float | None = Query(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Take the model card's threshold naming this share of strangers "
+        "(false-positive identification rate) in a gallery of this size instead.",
     ),
     name: str = Depends(gallery_reader),
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
     """Who each face in the photo is: `identity` (null when unknown) and the best matches,
-    with the threshold that decided, its model and the false-accept rate it was calibrated at.
+    with the threshold that decided, the FPIR it was taken at for the gallery's size and the
+    per-comparison FAR that corresponds to, and the model.
 
-    No face: 200 with an empty `faces` list.
+    No face: 200 with an empty `faces` list. `threshold` and `fpir` together: 422.
     """
+    if threshold is not None and fpir is not None:
+        raise ConfigError("give threshold or fpir, not both")
     gallery = state.gallery(name)
     pixels = state.decode(read_upload(image), "image")
-    cut, far = _identification_threshold(gallery, threshold)
+    decided = (
+        gallery.identification_threshold(fpir) if threshold is None else Threshold.given(threshold)
+    )
     with state.analyzing() as analyzer:
         faces = analyzer.analyze(pixels)
         model, version, _ = analyzer.card.model_key
@@ -253,13 +254,12 @@ def identify(
         results = gallery.identify(
             np.stack([f.embedding for f in faces]),
             top_k=top_k,
-            threshold=cut,
+            threshold=decided.value,
             model=model,
             model_version=version,
         )
     return {
-        "threshold": cut,
-        "far": far,
+        **decided.describe(),
         "model": gallery.model,
         "faces": [
             {"box": face.to_dict()["box"], **result.to_dict()}
