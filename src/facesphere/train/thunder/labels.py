@@ -71,8 +71,10 @@ def label_photos(
     sources: tuple[str, ...] = LABEL_SOURCES,
     limit: int | None = None,
     progress: bool = True,
+    held_out: bool | None = None,
 ) -> list[ImageLabel]:
-    """Run MMOD + the shape predictor over `sources`; `limit` caps photos per source."""
+    """Run MMOD + the shape predictor over `sources`; `limit` caps photos per source and
+    `held_out` (True or False) labels only the photos of that side of the split."""
     from tqdm import tqdm
 
     from facesphere.align.templates import dlib5_to_standard5
@@ -86,7 +88,11 @@ def label_photos(
             raise ValueError("LFW is the benchmark; it is never pseudo-labelled for training")
         # ORL faces (about 60-70 px) are below MMOD's 80 px window: upsample those once
         detector = create_detector("cnn", engine="torch", upsample=1 if source == "orl" else 0)
-        photos = list(list_photos(root, source))[:limit]
+        photos = [
+            (rel, identity)
+            for rel, identity in list_photos(root, source)
+            if held_out is None or is_held_out(source, identity) == held_out
+        ][:limit]
         for rel, identity in tqdm(photos, desc=f"label {source}", disable=not progress):
             image = read_rgb(root / rel)
             found = detector.detect(image)
