@@ -1,7 +1,8 @@
 """Calibrate every shipped recognizer's thresholds on celeba299 (development data, never LFW).
 
 Embeds the central face of every celeba299 photo with `--detector` (the default pipeline's)
-and each single recognizer (flip averaging on; cached), scores every pair of photos (genuine:
+and each single recognizer (flip averaging on; cached), keeps the photos where the detector
+found a face (thresholds decide between detected faces), scores every pair of them (genuine:
 one person; impostor: two) and reports for each recognizer the cosine threshold at FAR 1e-1
 down to 1e-6 with the FRR there. For `dlib-resnet+sface` it first chooses the fusion weight
 (lowest mean FRR at FAR 1e-3 and 1e-4 over a 0.05 grid). Then it checks the open-set
@@ -44,7 +45,7 @@ from facesphere.pipeline.analyzer import FaceAnalyzer
 MODULE = Path(__file__).resolve().parents[1] / "src/facesphere/pretrained/calibrations.py"
 SINGLE = ("dlib-resnet", "sface")
 FUSED = "dlib-resnet+sface"
-DATASET = "celeba299 (all pairs of 6,300 photos, 299 people, labelling errors out; {detector})"
+DATASET = "celeba299 (all pairs of {photos} photos with a {detector} face, labelling errors out)"
 GALLERY_SIZES = (10, 30, 100, 149)
 
 
@@ -59,15 +60,18 @@ def celeba_photos() -> tuple[list[Path], np.ndarray]:
     return paths, np.array(labels)
 
 
-def embeddings(paths: list[Path], detector: str, recognizer: str, workers: int) -> np.ndarray:
+def embeddings(
+    paths: list[Path], detector: str, recognizer: str, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit embeddings (N, D) of the central face of each photo (the centre crop when no face
-    is detected), through the shared embedding cache."""
+    is detected), through the shared embedding cache, and whether a face was detected."""
     config = FaceAnalyzer(detector=detector, recognizer=recognizer, flip=True).config
     cache = facesphere_home() / "cache" / "embeddings.sqlite"
     faces, unreadable = embed_main_faces(paths, config, workers, "centre", cache, True, "central")
     if unreadable:
         raise SystemExit(f"{len(unreadable)} photos could not be embedded: {unreadable[:3]}")
-    return np.stack([faces[p].embedding for p in paths])
+    detected = np.array([faces[p].source == "detector" for p in paths])
+    return np.stack([faces[p].embedding for p in paths]), detected
 
 
 def identification_check(
@@ -148,7 +152,11 @@ def main() -> None:
     args = parser.parse_args()
 
     paths, labels = celeba_photos()
-    vectors = {name: embeddings(paths, args.detector, name, args.workers) for name in SINGLE}
+    embedded = {name: embeddings(paths, args.detector, name, args.workers) for name in SINGLE}
+    # thresholds decide between detected faces: photos without one are left out
+    detected = np.logical_and.reduce([found for _, found in embedded.values()])
+    labels = labels[detected]
+    vectors = {name: v[detected] for name, (v, _) in embedded.items()}
     similarity = {name: v @ v.T for name, v in vectors.items()}
     copies = (similarity["dlib-resnet"] >= 0.99) & (similarity["sface"] >= 0.95)
     ignore = labelling_errors(copies, labels)
@@ -159,14 +167,19 @@ def main() -> None:
     vectors[FUSED] = np.concatenate(
         [np.sqrt(weight) * vectors["dlib-resnet"], np.sqrt(1 - weight) * vectors["sface"]], 1
     )
-    dataset = DATASET.format(detector=args.detector)
+    dataset = DATASET.format(photos=f"{int(detected.sum()):,}", detector=args.detector)
     upper = np.triu(np.ones_like(ignore), 1)
     left_out = {
         "copies": int((np.triu(copies, 1)).sum()),
         "pairs_left_out": int((ignore & upper).sum()),
     }
     calibrations = {}
-    report = {"photos": len(paths), "people": int(labels.max() + 1), "left_out": left_out}
+    report = {
+        "photos": len(paths),
+        "with_a_face": int(detected.sum()),
+        "people": len(np.unique(labels)),
+        "left_out": left_out,
+    }
     report["fusion"] = {"weight_dlib_resnet": weight, "mean_frr_by_weight": tried}
     for name, matrix in similarity.items():
         genuine, impostor = pair_scores(matrix, labels, ignore)
@@ -179,7 +192,10 @@ def main() -> None:
             "identification": identification_check(vectors[name], labels, calibration, ignore),
         }
 
-    print(f"celeba299: {len(paths)} photos, {report['people']} people, {args.detector} detections")
+    print(
+        f"celeba299: {len(paths)} photos, {report['with_a_face']} with a face found by "
+        f"{args.detector} (the others left out), {report['people']} people"
+    )
     print(
         f"left out: {left_out['copies']} pairs of copies of one picture; "
         f"{left_out['pairs_left_out']} pairs in all with the identities that share a copy"

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -52,6 +53,9 @@ from facesphere.io.data import data_dir
 from facesphere.train.thunder.data import SceneMaker, box_from_eyes, load_landmarks5
 from facesphere.train.thunder.labels import label_photos, load_labels, read_rgb
 from facesphere.video.tracker import iou_matrix
+
+# faces of 32 px and up together: the range the default detector's target is set on
+COMBINED_BUCKETS = {">=32": (32.0, math.inf)}
 
 # option -> value for "keep nearly everything": probabilities for the networks, dlib's
 # adjust/threshold for MMOD and HOG (on four WIDER photos MMOD gave 2-6 windows each at -1,
@@ -120,7 +124,7 @@ def wider_scores(found: list[Found], images: list[WiderImage]) -> dict[str, dict
     truth = [im.boxes for im in images]
     ignore = [im.invalid for im in images]
     out = {}
-    for bucket, bounds in [("all", None), *HEIGHT_BUCKETS.items()]:
+    for bucket, bounds in [("all", None), *HEIGHT_BUCKETS.items(), *COMBINED_BUCKETS.items()]:
         res = detection_ap(found, truth, ignore, 0.5, bounds)
         out[bucket] = {
             "ap50": res.ap,
@@ -293,7 +297,7 @@ def main() -> None:
     end_load = os.getloadavg()
 
     if "wider" in parts:
-        buckets = ["all", *HEIGHT_BUCKETS]
+        buckets = ["all", *HEIGHT_BUCKETS, *COMBINED_BUCKETS]
         for key, title in (("wider_dev", "WIDER dev split"), ("wider_all", "WIDER, all photos")):
             counts = results[names[0]][key]
             header = ["detector"] + [f"AP50 {b} ({counts[b]['faces']} faces)" for b in buckets]
