@@ -378,6 +378,8 @@ def test_video_cli_end_to_end(clip: Path, known: dict[str, np.ndarray], tmp_path
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["frames"] == FRAMES and summary["detection_frames"] == FRAMES // 2
+    naming = summary["naming"]  # the gallery's identification threshold for its 4 subjects
+    assert (naming["fpir"], naming["gallery_size"]) == (0.01, len(known)) and naming["far"] < 0.01
     assert summary["tracks"] == 2 and summary["unnamed_tracks"] == []
     assert summary["identities"] == {"Angelina_Jolie": [2], "Colin_Powell": [1]}
 

@@ -62,11 +62,8 @@ def video(
             every=every,
             window=window,
             top_k=top_k,
-            threshold=(
-                gallery.identification_threshold(pipeline.fpir).value
-                if gallery is not None and pipeline.threshold is None
-                else pipeline.threshold
-            ),
+            threshold=pipeline.threshold,
+            fpir=pipeline.fpir,
             tracker_config=TrackerConfig(max_missed=max_missed),
             progress=progress,
         )

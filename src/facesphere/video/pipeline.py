@@ -94,6 +94,7 @@ class VideoSummary:
     seconds: float = 0.0
     out: str | None = None
     events_path: str | None = None
+    decided: Threshold | None = None  # the naming threshold (None without a gallery)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (events counted, not listed)."""
@@ -114,6 +115,7 @@ class VideoSummary:
             "seconds": round(self.seconds, 2),
             "out": self.out,
             "events_path": self.events_path,
+            "naming": None if self.decided is None else self.decided.describe(),
         }
 
 
@@ -341,6 +343,7 @@ def process_video(
     window: int = 5,
     top_k: int = 5,
     threshold: float | None = None,
+    fpir: float | None = None,
     tracker_config: TrackerConfig | None = None,
     progress: bool = False,
     on_event: Callable[[TrackEvent], None] | None = None,
@@ -351,8 +354,8 @@ def process_video(
     `.score`, `.embedding`); gallery: optional `Identifier`; out: annotated video (mp4v);
     events_path: JSON lines of track events; every: detect on every n-th frame; window:
     identity smoothing window (observations); threshold: smoothed score needed to name a
-    track (default: the gallery's `identification_threshold()`; without a gallery no track is
-    named). Raises VideoError.
+    track (default: the gallery's `identification_threshold(fpir)`; without a gallery no track
+    is named). Raises VideoError.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -360,8 +363,15 @@ def process_video(
         raise ValueError(f"window must be >= 1, got {window}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    decided = None
+    if gallery is not None:
+        decided = (
+            gallery.identification_threshold(fpir)
+            if threshold is None
+            else Threshold.given(threshold)
+        )
     if threshold is None:
-        threshold = gallery.identification_threshold().value if gallery is not None else math.inf
+        threshold = math.inf if decided is None else decided.value
     config = tracker_config or TrackerConfig()
     tracker = Tracker(config, window=window, threshold=float(threshold))
 
@@ -430,6 +440,7 @@ def process_video(
         seconds=clock.perf_counter() - started,
         out=None if out is None else str(out),
         events_path=None if events_path is None else str(events_path),
+        decided=decided,
     )
 
 
