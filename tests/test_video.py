@@ -271,8 +271,10 @@ class FakeGallery:
             results.append(FakeResult(best[0] if best else None, matches))
         return results
 
-    def identification_threshold(self, fpir: float | None = None) -> Threshold:
-        return Threshold.given(self.threshold)
+    def decision_threshold(
+        self, threshold: float | None = None, fpir: float | None = None
+    ) -> Threshold:
+        return Threshold.given(self.threshold if threshold is None else threshold)
 
 
 def test_identify_matches_plain_lists() -> None:

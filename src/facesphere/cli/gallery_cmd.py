@@ -159,19 +159,13 @@ def identify(
     """Who is in a photo: the best-matching enrolled subjects of each face, or unknown."""
     import numpy as np
 
-    from facesphere.cards import Threshold
-
     with gallery_errors():
         gallery = _open(path)
     with gallery_errors(), gallery:
         analyzer = pipeline.build()
         name, version, dim = analyzer.card.model_key
         gallery.check_model(name, version, dim)
-        decided = (
-            gallery.identification_threshold(pipeline.fpir)
-            if pipeline.threshold is None
-            else Threshold.given(pipeline.threshold)
-        )
+        decided = gallery.decision_threshold(pipeline.threshold, pipeline.fpir)
         faces = analyzer.analyze(image)
         if not faces:
             fail(f"no face found in {image}", EXIT_NO_FACE)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from facesphere.cards import ModelCard, Threshold
+from facesphere.errors import ConfigError
 from facesphere.gallery.errors import (
     GalleryError,
     GalleryExistsError,
@@ -368,6 +369,17 @@ class Gallery:
                 "pass a threshold"
             )
         return card.identification_threshold(max(self.subject_count(), 1), fpir)
+
+    def decision_threshold(
+        self, threshold: float | None = None, fpir: float | None = None
+    ) -> Threshold:
+        """The threshold naming a face: `threshold` if given, else `identification_threshold`
+        at `fpir`; ConfigError for both."""
+        if threshold is not None and fpir is not None:
+            raise ConfigError("give a threshold or an FPIR, not both")
+        if threshold is not None:
+            return Threshold.given(threshold)
+        return self.identification_threshold(fpir)
 
     def check_model(
         self, model: str | None = None, model_version: str | None = None, dim: int | None = None

@@ -40,6 +40,21 @@ def check_chips(chips: np.ndarray, card: ModelCard) -> np.ndarray:
     return chips
 
 
+def check_chip_arrays(card: ModelCard, chips: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """One checked chip array per template of `card` (per member of a fused card), all with
+    the same number of faces; ValueError otherwise."""
+    cards = [m.card for m in card.members] or [card]
+    if len(chips) != len(cards):
+        raise ValueError(
+            f"{card.name} takes {len(cards)} chip arrays ({', '.join(card.templates)}), "
+            f"got {len(chips)}"
+        )
+    checked = [check_chips(c, member) for c, member in zip(chips, cards)]
+    if len({len(c) for c in checked}) != 1:
+        raise ValueError(f"{card.name}: the chip arrays hold different numbers of faces")
+    return checked
+
+
 def normalize_chips(chips: np.ndarray, card: ModelCard) -> np.ndarray:
     """Network input (N, 3, H, W) float32 of checked chips: (pixel - mean) / std per the card."""
     return np.ascontiguousarray(card.normalization.apply(chips).transpose(0, 3, 1, 2))

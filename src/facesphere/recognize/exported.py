@@ -13,7 +13,7 @@ import numpy as np
 
 from facesphere.cards import ModelCard
 from facesphere.errors import ModelError, ModelFileError
-from facesphere.recognize.base import check_chips, l2_normalize, normalize_chips
+from facesphere.recognize.base import check_chip_arrays, l2_normalize, normalize_chips
 
 ONNX_CARD_KEY = "facesphere.card"
 TORCHSCRIPT_CARD_FILE = "facesphere_card.json"
@@ -74,15 +74,8 @@ class ExportedRecognizer:
     def embed_chips(self, *chips: np.ndarray) -> np.ndarray:
         """L2-normalised float32 embeddings (N, D) of aligned RGB uint8 chips (N, H, W, 3): one
         array per template of the card (one per member of a fused model)."""
+        checked = check_chip_arrays(self.card, chips)
         cards = [m.card for m in self.card.members] or [self.card]
-        if len(chips) != len(cards):
-            raise ValueError(
-                f"{self.card.name} takes {len(cards)} chip arrays "
-                f"({', '.join(self.card.templates)}), got {len(chips)}"
-            )
-        checked = [check_chips(c, card) for c, card in zip(chips, cards)]
-        if len({len(c) for c in checked}) != 1:
-            raise ValueError(f"{self.card.name}: the chip arrays hold different numbers of faces")
         if len(checked[0]) == 0:
             return np.zeros((0, self.card.embedding_dim or 0), np.float32)
         inputs = [normalize_chips(c, card) for c, card in zip(checked, cards)]

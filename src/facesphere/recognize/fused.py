@@ -15,7 +15,7 @@ import numpy as np
 from facesphere.cards import ModelCard
 from facesphere.errors import ModelError
 from facesphere.pretrained.cards import DLIB_RESNET_SFACE
-from facesphere.recognize.base import Recognizer
+from facesphere.recognize.base import Recognizer, check_chip_arrays
 from facesphere.recognize.registry import RECOGNIZERS, register_recognizer
 
 
@@ -51,14 +51,8 @@ class FusedRecognizer:
 
     def embed_chips(self, *chips: np.ndarray) -> np.ndarray:
         """Fused unit embeddings (N, D) of one chip array per member (card.templates order)."""
-        if len(chips) != len(self.members):
-            raise ValueError(
-                f"{self.card.name} takes {len(self.members)} chip arrays "
-                f"({', '.join(self.card.templates)}), got {len(chips)}"
-            )
-        parts = [member.embed_chips(c) for member, c in zip(self.members, chips)]
-        if len({len(p) for p in parts}) != 1:
-            raise ValueError(f"{self.card.name}: the chip arrays hold different numbers of faces")
+        checked = check_chip_arrays(self.card, chips)
+        parts = [member.embed_chips(c) for member, c in zip(self.members, checked)]
         return fuse_embeddings(self.card, parts)
 
 

@@ -36,8 +36,11 @@ class Identifier(Protocol):
         self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None
     ) -> Sequence[Any]: ...
 
-    def identification_threshold(self, fpir: float | None = None) -> Threshold:
-        """The score at which a match names a face (from the gallery's model card)."""
+    def decision_threshold(
+        self, threshold: float | None = None, fpir: float | None = None
+    ) -> Threshold:
+        """The score at which a match names a face: `threshold`, else the gallery model card's
+        at `fpir`."""
         ...
 
 
@@ -354,7 +357,7 @@ def process_video(
     `.score`, `.embedding`); gallery: optional `Identifier`; out: annotated video (mp4v);
     events_path: JSON lines of track events; every: detect on every n-th frame; window:
     identity smoothing window (observations); threshold: smoothed score needed to name a
-    track (default: the gallery's `identification_threshold(fpir)`; without a gallery no track
+    track (default: the gallery's `decision_threshold(None, fpir)`; without a gallery no track
     is named). Raises VideoError.
     """
     if every < 1:
@@ -363,15 +366,11 @@ def process_video(
         raise ValueError(f"window must be >= 1, got {window}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    decided = None
-    if gallery is not None:
-        decided = (
-            gallery.identification_threshold(fpir)
-            if threshold is None
-            else Threshold.given(threshold)
-        )
-    if threshold is None:
-        threshold = math.inf if decided is None else decided.value
+    decided = None if gallery is None else gallery.decision_threshold(threshold, fpir)
+    if decided is not None:
+        threshold = decided.value
+    elif threshold is None:
+        threshold = math.inf
     config = tracker_config or TrackerConfig()
     tracker = Tracker(config, window=window, threshold=float(threshold))
 

@@ -11,8 +11,6 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Upl
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from facesphere.cards import Threshold
-from facesphere.errors import ConfigError
 from facesphere.gallery import Gallery, enroll_images
 from facesphere.serve.deps import (
     ERRORS,
@@ -239,13 +237,9 @@ def identify(
 
     No face: 200 with an empty `faces` list. `threshold` and `fpir` together: 422.
     """
-    if threshold is not None and fpir is not None:
-        raise ConfigError("give threshold or fpir, not both")
     gallery = state.gallery(name)
+    decided = gallery.decision_threshold(threshold, fpir)
     pixels = state.decode(read_upload(image), "image")
-    decided = (
-        gallery.identification_threshold(fpir) if threshold is None else Threshold.given(threshold)
-    )
     with state.analyzing() as analyzer:
         faces = analyzer.analyze(pixels)
         model, version, _ = analyzer.card.model_key
