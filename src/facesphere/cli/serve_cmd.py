@@ -36,7 +36,44 @@ def serve(
         DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted, in pixels."
     ),
     torch_threads: int | None = typer.Option(
-        None, "--threads", min=1, help="Torch threads per worker (default: cores / workers)."
+        None,
+        "--threads",
+        min=1,
+        help="Torch threads per worker (default: cores / workers / analysis workers, >= 1).",
+    ),
+    analysis_workers: int | None = typer.Option(
+        None,
+        "--analysis-workers",
+        min=1,
+        help="Analyses run at once per worker (default: cores / workers, 2 to 8).",
+    ),
+    queue_size: int = typer.Option(
+        8, "--queue-size", min=0, help="Analysis requests waiting per worker (503 beyond)."
+    ),
+    request_timeout: float = typer.Option(
+        30.0,
+        "--request-timeout",
+        min=0.001,
+        help="Seconds an analysis request may take, queue included (503 beyond).",
+    ),
+    key_rate: float = typer.Option(
+        50.0, "--key-rate", min=0.0, help="Requests/s per API key (0: no limit; 429 beyond)."
+    ),
+    key_burst: int = typer.Option(100, "--key-burst", min=1, help="Burst per API key."),
+    address_rate: float = typer.Option(
+        100.0, "--address-rate", min=0.0, help="Requests/s per client address (0: no limit)."
+    ),
+    address_burst: int = typer.Option(
+        200, "--address-burst", min=1, help="Burst per client address."
+    ),
+    auth_failures: float = typer.Option(
+        10.0,
+        "--auth-failures-per-min",
+        min=0.0,
+        help="Failed authentications/minute per address before it gets 429 (0: no limit).",
+    ),
+    auth_failure_burst: int = typer.Option(
+        10, "--auth-failure-burst", min=1, help="Failed authentications allowed at once."
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     *,
@@ -50,7 +87,7 @@ def serve(
     import uvicorn
 
     from facesphere.paths import facesphere_home
-    from facesphere.serve.config import CONFIG_ENV, ServeConfig
+    from facesphere.serve.config import CONFIG_ENV, ServeConfig, default_analysis_workers
 
     pipeline.check()  # bad options fail here, before the workers start
     if not _is_loopback(host):
@@ -59,14 +96,25 @@ def serve(
             "plain HTTP, so put it behind a TLS proxy",
             err=True,
         )
+    if analysis_workers is None:
+        analysis_workers = default_analysis_workers(workers)
     if torch_threads is None:
-        torch_threads = max(1, (os.cpu_count() or 1) // workers)
-    config = ServeConfig(
+        torch_threads = max(1, (os.cpu_count() or 1) // workers // analysis_workers)
+    config = ServeConfig(  # ConfigError (exit 2) for a non-finite number
         home=str(facesphere_home()),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
         analyzer=pipeline.analyzer_config(),
         torch_threads=torch_threads,
+        analysis_workers=analysis_workers,
+        queue_size=queue_size,
+        request_timeout_s=request_timeout,
+        key_rate_per_s=key_rate,
+        key_burst=key_burst,
+        address_rate_per_s=address_rate,
+        address_burst=address_burst,
+        auth_failures_per_min=auth_failures,
+        auth_failure_burst=auth_failure_burst,
     )
     # Worker processes read their configuration from the environment they inherit.
     os.environ[CONFIG_ENV] = config.to_json()

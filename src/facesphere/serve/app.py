@@ -8,6 +8,11 @@ others. Galleries live in `<home>/galleries/<name>.sqlite`.
 What a photo without a face gives, per endpoint: detect, embed and identify answer 200 with an
 empty `faces` list; verify answers 422 naming the field (`image_a` or `image_b`); enrolling
 answers 422 listing the files (and enrolls nothing).
+
+Cost is bounded per process: analyses run in a fixed number of slots with a bounded queue
+before them and a time budget each (503 with Retry-After beyond), and requests are rate
+limited per client address, per key and, more strictly, per address after failed
+authentications (429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from facesphere.serve.config import CONFIG_ENV, ServeConfig
 from facesphere.serve.handlers import install_error_handlers
 from facesphere.serve.limits import BodySizeLimit, KeyGate
+from facesphere.serve.ratelimit import AddressThrottle, KeyThrottle, TokenBuckets
 from facesphere.serve.routes import analysis, galleries, system
 from facesphere.serve.state import ServiceState
+from facesphere.serve.work import AnalysisGate
 
 if TYPE_CHECKING:
     from facesphere.pipeline.analyzer import FaceAnalyzer
@@ -39,10 +47,14 @@ def create_app(config: ServeConfig | None = None, analyzer: FaceAnalyzer | None 
     one from `config.analyzer`, at startup when `config.preload`, otherwise on first use.
     """
     state = ServiceState(config or ServeConfig(), analyzer)
+    config = state.config
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if state.config.preload:
+        # Admitted analysis requests wait for a slot in threads: leave room for the others.
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, state.work.capacity + 16)
+        if config.preload:
             await run_in_threadpool(state.analyzer)
         try:
             yield
@@ -57,8 +69,16 @@ def create_app(config: ServeConfig | None = None, analyzer: FaceAnalyzer | None 
         lifespan=lifespan,
     )
     app.state.service = state
+    # The last added runs first: address limits, key check, key limits, body size, queue.
+    app.add_middleware(AnalysisGate, work=state.work)
     app.add_middleware(BodySizeLimit, max_bytes=state.max_upload_bytes)
-    app.add_middleware(KeyGate, authenticate=state.keys.authenticate)  # outermost: runs first
+    app.add_middleware(KeyThrottle, buckets=TokenBuckets(config.key_rate_per_s, config.key_burst))
+    app.add_middleware(KeyGate, authenticate=state.keys.authenticate)
+    app.add_middleware(
+        AddressThrottle,
+        requests=TokenBuckets(config.address_rate_per_s, config.address_burst),
+        failures=TokenBuckets(config.auth_failures_per_min / 60.0, config.auth_failure_burst),
+    )
     install_error_handlers(app)
     for routes in (system, analysis, galleries):
         app.include_router(routes.router)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,14 @@ from facesphere.paths import facesphere_home
 
 CONFIG_ENV = "FACESPHERE_SERVE_CONFIG"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_DEFAULT_ANALYSIS_WORKERS = 8
+
+
+def default_analysis_workers(processes: int = 1) -> int:
+    """Analysis slots per worker process by default: the cores each of `processes` gets, at
+    least 2 (so one long analysis never holds up all the others) and at most 8."""
+    cores = max(1, (os.cpu_count() or 1) // max(1, processes))
+    return min(MAX_DEFAULT_ANALYSIS_WORKERS, max(2, cores))
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,16 @@ class ServeConfig:
     analyzer: FaceAnalyzer keyword arguments (detector, recognizer, threshold, ...) of the
     analyzer the service builds; torch_threads: torch threads of that analyzer (None: torch's
     default); preload: build the analyzer at startup rather than at the first request.
+
+    Bounded work (per worker process): analysis_workers: analyses run at once (None:
+    `default_analysis_workers()`); queue_size: analysis requests admitted to wait for one
+    beyond those (503 with Retry-After when full); request_timeout_s: the time budget of an
+    analysis request, from its admission to its answer (503 with Retry-After past it).
+
+    Rate limits (per worker process; token buckets, 429 with Retry-After when empty; a rate
+    of 0 turns one off): key_rate_per_s and key_burst per API key; address_rate_per_s and
+    address_burst per client address; auth_failures_per_min and auth_failure_burst: failed
+    authentications per client address, after which the address is refused outright.
     """
 
     home: str | Path | None = None
@@ -34,6 +53,29 @@ class ServeConfig:
     analyzer: dict[str, Any] = field(default_factory=dict)
     torch_threads: int | None = None
     preload: bool = False
+    analysis_workers: int | None = None
+    queue_size: int = 8
+    request_timeout_s: float = 30.0
+    key_rate_per_s: float = 50.0
+    key_burst: int = 100
+    address_rate_per_s: float = 100.0
+    address_burst: int = 200
+    auth_failures_per_min: float = 10.0
+    auth_failure_burst: int = 10
+
+    def __post_init__(self) -> None:
+        if self.analysis_workers is not None:
+            _check_number(self, "analysis_workers", 1, integer=True)
+        _check_number(self, "queue_size", 0, integer=True)
+        _check_number(self, "request_timeout_s", 0, above=True)
+        for rate in ("key_rate_per_s", "address_rate_per_s", "auth_failures_per_min"):
+            _check_number(self, rate, 0)
+        for burst in ("key_burst", "address_burst", "auth_failure_burst"):
+            _check_number(self, burst, 1, integer=True)
+
+    def analysis_slots(self) -> int:
+        """Analysis slots: `analysis_workers`, else the machine's default."""
+        return self.analysis_workers or default_analysis_workers()
 
     def home_path(self) -> Path:
         """The state folder."""
@@ -67,3 +109,16 @@ class ServeConfig:
     def from_env(cls) -> ServeConfig:
         """The configuration `facesphere serve` left in `$FACESPHERE_SERVE_CONFIG`."""
         return cls.from_json(os.environ.get(CONFIG_ENV, ""))
+
+
+def _check_number(
+    config: ServeConfig, name: str, minimum: float, integer: bool = False, above: bool = False
+) -> None:
+    """ConfigError naming `name` unless it is a finite number (an integer when `integer`) at
+    least `minimum` (above it when `above`)."""
+    value = getattr(config, name)
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        raise ConfigError(f"must be {'an integer' if integer else 'a finite number'}", name)
+    if value < minimum or (above and value == minimum):
+        raise ConfigError(f"must be {'above' if above else 'at least'} {minimum:g}", name)

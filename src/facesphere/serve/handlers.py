@@ -1,5 +1,6 @@
 """The service's error answers: a `FacesphereError` becomes its `http_status` with its one-line
-message (without server paths); anything else is a 500 whose details go to the log only."""
+message (without server paths; a busy service's 503 with Retry-After); anything else is a 500
+whose details go to the log only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from facesphere.errors import FacesphereError
 from facesphere.gallery import EnrollImagesError
 from facesphere.serve.state import ServiceState
+from facesphere.serve.work import ServiceBusyError
 
 log = logging.getLogger("facesphere.serve")
 
@@ -40,7 +42,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         detail = error_detail(exc, request.app.state.service)
-        return JSONResponse({"detail": detail}, status_code=status)
+        headers = None
+        if isinstance(exc, ServiceBusyError):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

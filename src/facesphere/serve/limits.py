@@ -1,6 +1,7 @@
 """ASGI middleware that answers before the app reads a request body: 401 for a request to a
 keyed path without a valid API key, 413 for a body over the size limit (by Content-Length and
-by counting the bytes actually received: chunked uploads declare no length)."""
+by counting the bytes actually received: chunked uploads declare no length); and the raw JSON
+answers the service's middleware share (`ratelimit.py`, `work.py`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ class BodyTooLargeError(FacesphereError):
 
 
 _BEARER = [(b"www-authenticate", b"Bearer")]
+
+
+def retry_after_header(seconds: int) -> list[tuple[bytes, bytes]]:
+    """The Retry-After header of a raw ASGI answer."""
+    return [(b"retry-after", str(seconds).encode())]
 
 
 async def send_json(

@@ -1,5 +1,5 @@
-"""`ServiceState`: what the endpoints of one app share (its configuration, key store, analyzer,
-open galleries and image decoding)."""
+"""`ServiceState`: what the endpoints of one app share (its configuration, key store, analyzer
+and its work queue, open galleries and image decoding)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from facesphere.gallery import Gallery, GalleryNotFoundError
 from facesphere.io.image import load_image
 from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KEYS_FILE, KeyStore, valid_gallery_name
+from facesphere.serve.work import WorkQueue
 
 if TYPE_CHECKING:
     from facesphere.pipeline.analyzer import FaceAnalyzer
@@ -32,8 +33,9 @@ class ServiceState:
     """The shared state of one app.
 
     The analyzer is `analyzer` when given (it keeps its own options), else one built from
-    `config.analyzer` on first use; it runs one analysis at a time (`analyzing()`). Galleries
-    live in `<home>/galleries/<name>.sqlite` and stay open once used.
+    `config.analyzer` on first use; it runs at most `config.analysis_slots()` analyses at once
+    (`analyzing()`, from several threads: its models only read their weights). Galleries live
+    in `<home>/galleries/<name>.sqlite` and stay open once used.
     """
 
     def __init__(self, config: ServeConfig, analyzer: FaceAnalyzer | None = None) -> None:
@@ -45,7 +47,7 @@ class ServiceState:
         self.galleries_dir = self.home / GALLERIES_DIR
         self._analyzer = analyzer
         self._build_lock = threading.Lock()
-        self._analysis_lock = threading.Lock()
+        self.work = WorkQueue(config.analysis_slots(), config.queue_size, config.request_timeout_s)
         self._galleries: dict[str, Gallery] = {}
         self._galleries_lock = threading.Lock()
         self._gallery_file = re.compile(
@@ -79,9 +81,10 @@ class ServiceState:
 
     @contextlib.contextmanager
     def analyzing(self) -> Iterator[FaceAnalyzer]:
-        """The analyzer, for one request at a time."""
+        """The analyzer, holding one of the work queue's analysis slots (ServiceBusyError,
+        503, when none comes free within the request's budget)."""
         analyzer = self.analyzer()
-        with self._analysis_lock:
+        with self.work.slot():
             yield analyzer
 
     # -- images ------------------------------------------------------------------------------
