@@ -290,6 +290,17 @@ def test_analyses_run_in_parallel_slots(
         assert [f.result(WAIT_S).status_code for f in running] == [200, 200]
 
 
+def test_waiting_requests_leave_threads_for_the_others(
+    make_client: Callable[..., TestClient],
+) -> None:
+    import anyio.to_thread
+
+    client = make_client(analysis_workers=4, queue_size=100)
+    assert client.portal is not None
+    limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+    assert limiter.total_tokens >= 4 + 100 + 16
+
+
 def _raw_detect(client: TestClient, key: str) -> tuple[list[dict[str, Any]], int]:
     """Call the app directly with a detect request; (what it sent, body reads it made)."""
     reads: list[int] = []

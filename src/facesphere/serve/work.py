@@ -180,6 +180,5 @@ class AnalysisGate:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self.work.leave()
-        if not task.cancelled() and task.exception() is not None:
-            # Awaited (and raised) unless the request was answered at its deadline.
-            log.debug("analysis request ended with %r", task.exception())
+        if not task.cancelled():
+            task.exception()  # seen: raised to the server, or logged by the error handlers
