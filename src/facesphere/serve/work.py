@@ -165,7 +165,7 @@ class AnalysisGate:
                 return
             answer["abandoned"] = True
             log.warning(
-                "%s %s: not answered within %g s; answered 503, its analysis goes on",
+                "%s %s: not answered within %g s; answered 503 (a running analysis goes on)",
                 scope["method"],
                 scope["path"],
                 work.budget_s,
