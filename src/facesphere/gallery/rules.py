@@ -21,7 +21,7 @@ from typing import Any
 from facesphere.gallery.errors import InvalidSubjectError
 
 MAX_SUBJECT_NAME = 200
-MAX_METADATA_DEPTH = 32
+MAX_METADATA_DEPTH = 32  # objects and arrays inside one another
 MAX_METADATA_BYTES = 64 * 1024
 
 _REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"}
@@ -76,7 +76,7 @@ def check_metadata(metadata: Any) -> dict[str, Any] | None:
     while stack:
         value, depth = stack.pop()
         seen += 1
-        if depth > MAX_METADATA_DEPTH:
+        if depth > MAX_METADATA_DEPTH and isinstance(value, (Mapping, list, tuple)):
             raise InvalidSubjectError(f"subject metadata nests deeper than {MAX_METADATA_DEPTH}")
         if seen > MAX_METADATA_BYTES:
             raise InvalidSubjectError(f"subject metadata is over {MAX_METADATA_BYTES} bytes")

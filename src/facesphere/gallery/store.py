@@ -52,6 +52,8 @@ DEFAULT_MODEL = "dlib-resnet"
 DEFAULT_MODEL_VERSION = "1"
 DEFAULT_DIM = 128
 
+# How far from 1 the norm of an embedding taken as already unit may be (float32 rounding).
+_UNIT_TOLERANCE = 1e-6
 # Rows fetched per round trip when reading embeddings, and ids per `IN (...)` list.
 _FETCH_ROWS = 20_000
 _IN_CHUNK = 500
@@ -186,9 +188,14 @@ class Gallery:
             raise GalleryNotFoundError(
                 f"gallery {what}: {self.path} (create it with `facesphere gallery create`)"
             )
-        kind = inspect_file(self.path)  # before connecting: that switches the file to WAL
+        try:
+            kind = inspect_file(self.path)  # before connecting: that switches the file to WAL
+        except NotAGalleryError as exc:
+            raise NotAGalleryError(f"cannot open gallery: {exc}") from None
         if kind == NEW:
-            raise NotAGalleryError(f"{self.path} is not a facesphere gallery (it is empty)")
+            raise NotAGalleryError(
+                f"cannot open gallery: {self.path} is not a facesphere gallery (it is empty)"
+            )
         self._lock = threading.RLock()
         self._closed = False
         try:
@@ -478,10 +485,12 @@ class Gallery:
         self.check_model(dim=vectors.shape[1])
         if not np.isfinite(vectors).all():
             raise GalleryError("embeddings contain NaN or infinite values")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
         if len(vectors) and float(norms.min()) < 1e-6:
             raise GalleryError("an embedding is (close to) the zero vector")
-        return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+        # Unit vectors are kept bit for bit (an exported gallery imports unchanged).
+        unit = np.abs(norms - 1.0) <= _UNIT_TOLERANCE
+        return np.ascontiguousarray(np.where(unit, vectors, vectors / norms), dtype=np.float32)
 
     # -- enrollment --------------------------------------------------------------------------
 
