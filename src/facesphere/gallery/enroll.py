@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facesphere.errors import ConfigError, ImageError
-from facesphere.gallery.errors import EnrollImagesError
+from facesphere.gallery.errors import EnrollImagesError, refused_images
 from facesphere.gallery.rules import subject_name
 from facesphere.gallery.store import Gallery
 from facesphere.io.files import file_sha256
@@ -36,12 +36,11 @@ class EnrollReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
-        refused = EnrollImagesError(self.unreadable, self.no_face, self.several_faces)
         return {
             "subject": self.subject,
             "face_ids": self.face_ids,
             "enrolled": self.enrolled,
-            **refused.details(),
+            **refused_images(self.unreadable, self.no_face, self.several_faces),
             "duplicates": self.duplicates,
         }
 

@@ -89,8 +89,15 @@ class EnrollImagesError(GalleryError):
 
     def details(self) -> dict[str, list]:
         """JSON-ready lists of the refused images."""
-        return {
-            "unreadable": [{"image": s, "reason": r} for s, r in self.unreadable],
-            "no_face": self.no_face,
-            "several_faces": self.several_faces,
-        }
+        return refused_images(self.unreadable, self.no_face, self.several_faces)
+
+
+def refused_images(
+    unreadable: list[tuple[str, str]], no_face: list[str], several_faces: list[str]
+) -> dict[str, list]:
+    """The JSON-ready lists of the images an enrollment refused (its report and its error)."""
+    return {
+        "unreadable": [{"image": s, "reason": r} for s, r in unreadable],
+        "no_face": no_face,
+        "several_faces": several_faces,
+    }

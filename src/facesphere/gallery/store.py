@@ -246,10 +246,9 @@ class Gallery:
             raise GalleryError("the model name must not be empty")
         if int(dim) < 1:
             raise GalleryError(f"the embedding dimension must be positive, got {dim}")
-        if inspect_file(path) != NEW:
-            existing = True
-        else:
-            existing = cls._create_file(path, model, model_version, dim, card)
+        existing = inspect_file(path) != NEW or cls._create_file(
+            path, model, model_version, dim, card
+        )
         if existing:
             if not exist_ok:
                 raise GalleryExistsError(f"a gallery already exists at {path}")
@@ -894,15 +893,12 @@ class Gallery:
 
     def subjects(self) -> list[Subject]:
         """All subjects with their face counts, by name."""
+        query = (
+            "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id) FROM subjects s"
+            " LEFT JOIN faces f ON f.subject_id = s.id GROUP BY s.id ORDER BY s.name"
+        )
         with self._lock:
-            rows = (
-                self._db()
-                .execute(
-                    "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id) FROM subjects s"
-                    " LEFT JOIN faces f ON f.subject_id = s.id GROUP BY s.id ORDER BY s.name"
-                )
-                .fetchall()
-            )
+            rows = self._db().execute(query).fetchall()
         return [Subject(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
     def subject(self, name: str) -> Subject:
