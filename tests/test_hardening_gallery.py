@@ -644,6 +644,10 @@ def test_import_refuses_what_does_not_match(tmp_path: Path) -> None:
             DataError,
         ),
     }
+    deep = tmp_path / "deep-file.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    bad_files["deep file"] = (deep, DataError)
+    bad_files["shape"] = (variant("shape", lambda d: d.update(subjects=["x", 1])), DataError)
     for name, (source, error) in bad_files.items():
         target = tmp_path / f"target-{name.replace(' ', '-')}.db"
         with pytest.raises(error):
@@ -655,6 +659,9 @@ def test_import_refuses_what_does_not_match(tmp_path: Path) -> None:
         import_gallery(tmp_path / "g.json", other_model)
     with Gallery(other_model) as g:
         assert g.subjects() == []
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    assert import_gallery(tmp_path / "g.json", empty)["subjects"] == 3
     full = tmp_path / "full.db"
     with Gallery.create(full) as g:
         g.add_subject("someone")

@@ -17,6 +17,7 @@ from facesphere.cards import ModelCard
 from facesphere.errors import DataError, FacesphereError
 from facesphere.gallery.errors import GalleryError, GalleryExistsError, ModelMismatchError
 from facesphere.gallery.rules import check_metadata, subject_name
+from facesphere.gallery.schema import NEW, inspect_file
 from facesphere.io.files import check_output
 from facesphere.paths import make_private_dirs, open_private
 
@@ -26,6 +27,16 @@ if TYPE_CHECKING:
 EXPORT_FORMAT = "facesphere-gallery"
 EXPORT_VERSION = 1
 FORMATS = ("json", "npz")
+# What reading a file that is not an export (or a damaged one) may raise.
+_MALFORMED = (
+    OSError,
+    ValueError,
+    LookupError,
+    TypeError,
+    AttributeError,
+    RecursionError,
+    zipfile.BadZipFile,
+)
 
 
 def export_format(out: Path, fmt: str | None) -> str:
@@ -118,7 +129,7 @@ def import_gallery(source: Path, target: Path, fmt: str | None = None) -> dict[s
         header, subjects = _read_json(source) if chosen == "json" else _read_npz(source)
     except FileNotFoundError as exc:
         raise DataError(f"{source}: not found") from exc
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, RecursionError) as exc:
+    except _MALFORMED as exc:
         raise DataError(f"{source} is not a facesphere gallery export ({chosen}): {exc}") from exc
     info = header["gallery"]
     model, version, dim = info["model"], info["model_version"], info["dim"]
@@ -127,7 +138,7 @@ def import_gallery(source: Path, target: Path, fmt: str | None = None) -> dict[s
     if len(set(names)) != len(names):
         raise DataError(f"{source} lists a subject twice (names are compared in NFC form)")
     duplicates = _dedupe(subjects)
-    if target.exists():
+    if inspect_file(target) != NEW:
         gallery = Gallery(target)
         try:
             gallery.check_model(model, version, dim)
