@@ -232,12 +232,21 @@ def test_gallery_flow(
     duplicate = client.post(f"{base}/subjects", json={"name": "Tony_Blair"}, headers=write)
     assert duplicate.status_code == 409
 
+    # Tony_Blair_0001 shows a second person behind him: refused unless a face is chosen.
+    several = client.post(
+        f"{base}/subjects/Tony_Blair/faces",
+        files=[("images", upload(photos["blair1"], "blair1.jpg"))],
+        headers=write,
+    )
+    assert several.status_code == 422, several.text
+    assert several.json()["detail"]["several_faces"] == ["blair1.jpg"]
     for subject, first, second in (
         ("Colin_Powell", "powell1", "powell2"),
         ("Tony_Blair", "blair1", "blair2"),
     ):
         enrolled = client.post(
             f"{base}/subjects/{subject}/faces",
+            params={"face": "central"},
             files=[
                 ("images", upload(photos[first], f"{first}.jpg")),
                 ("images", upload(photos[second], f"{second}.jpg")),
@@ -246,6 +255,13 @@ def test_gallery_flow(
         )
         assert enrolled.status_code == 201, enrolled.text
         assert len(enrolled.json()["face_ids"]) == 2
+    again = client.post(
+        f"{base}/subjects/Colin_Powell/faces",
+        files=[("images", upload(photos["powell1"], "again.jpg"))],
+        headers=write,
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["face_ids"] == [] and again.json()["duplicates"] == ["again.jpg"]
 
     # One bad photo fails the whole request: nothing of it is stored.
     refused = client.post(

@@ -3,10 +3,12 @@ owner-only files its caches keep there."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def facesphere_home() -> Path:
@@ -36,16 +38,37 @@ def read_private(path: Path) -> bytes | None:
         return handle.read() if private else None
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (a temporary file renamed into place), owner-only
-    (0600; missing folders are made 0700). OSError when that is impossible."""
+def make_private_dirs(folder: Path) -> None:
+    """Make `folder` and its missing parents owner-only (0700; a umask only removes bits);
+    folders that exist are left as they are. OSError when that is impossible."""
     missing = []
-    folder = path.parent
     while not folder.is_dir():
         missing.append(folder)
         folder = folder.parent
     for created in reversed(missing):
-        created.mkdir(mode=0o700)
+        created.mkdir(mode=0o700, exist_ok=True)  # exist_ok: made by another process meanwhile
+
+
+def create_private(path: Path) -> None:
+    """Make an empty owner-only (0600) file at `path` (missing folders 0700) unless one is
+    there: for SQLite databases, whose -wal and -shm files get the database's permissions.
+    OSError when that is impossible."""
+    make_private_dirs(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def open_private(path: Path) -> BinaryIO:
+    """`path` opened for writing (truncated), created owner-only (0600) when missing; a
+    symbolic link there is refused. Its folder must exist. OSError when that is impossible."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a temporary file renamed into place), owner-only
+    (0600; missing folders are made 0700). OSError when that is impossible."""
+    make_private_dirs(path.parent)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -105,7 +105,7 @@ def cluster(
     import numpy as np
 
     from facesphere.cluster import cluster_embeddings, cluster_threshold, list_cluster_methods
-    from facesphere.io.files import iter_image_files
+    from facesphere.io.files import check_output, iter_image_files
     from facesphere.pipeline.runner import analyze_files
 
     if method not in list_cluster_methods():
@@ -117,6 +117,8 @@ def cluster(
     files = iter_image_files([folder])
     if not files:
         fail(f"no image files in {folder}")
+    if json_out not in (None, "-"):
+        check_output(json_out, *files)
     analyzer = pipeline.build()
     cut = cluster_threshold(method, threshold, analyzer.card)
     items: list[dict[str, Any]] = []

@@ -77,6 +77,13 @@ class Engine(str, Enum):
     dlib = "dlib"
 
 
+class MainFace(str, Enum):
+    """Which face of a photo to take (see `facesphere.pipeline.analyzer.main_face`)."""
+
+    central = "central"
+    largest = "largest"
+
+
 @dataclass
 class PipelineOptions:
     """The pipeline options shared by every pipeline verb (FaceAnalyzer's arguments), and the

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import typer
 
-from facesphere.cli.common import FacesphereTyper, PipelineOptions, fail, pipeline_options
+from facesphere.cli.common import (
+    FacesphereTyper,
+    MainFace,
+    PipelineOptions,
+    fail,
+    pipeline_options,
+)
 
 evaluate_app = FacesphereTyper(
     help="Evaluate the pipeline with standard protocols.", no_args_is_help=True
 )
-
-
-class MainFace(str, Enum):
-    central = "central"
-    largest = "largest"
 
 
 class Protocol(str, Enum):
@@ -49,6 +50,7 @@ def pairs(
     """10-fold verification accuracy (threshold chosen on 9 folds), AUC, EER, TAR@FAR."""
     from facesphere.eval.pairs import first_per_fold, read_lfw_pairs, read_pair_list
     from facesphere.eval.verification import evaluate_pairs, plot_roc
+    from facesphere.io.files import check_output
 
     if not images.is_dir():
         fail(f"{images}: image folder not found")
@@ -60,6 +62,11 @@ def pairs(
         pair_list = read_pair_list(pairs_file, images)
     if limit is not None:
         pair_list = first_per_fold(pair_list, limit)
+    inputs = {pairs_file, *(p.path_a for p in pair_list), *(p.path_b for p in pair_list)}
+    if json_out is not None:
+        check_output(json_out, *inputs)
+    if plot is not None:
+        check_output(plot, *inputs, json_out)
     analyzer = pipeline.build()
     try:
         report = evaluate_pairs(

@@ -33,6 +33,7 @@ def export(
 ) -> None:
     """Export a trained checkpoint or a bundled model to ONNX (dynamic batch) or TorchScript."""
     from facesphere.export import BUNDLED, EXPORT_FORMATS, export_model
+    from facesphere.io.files import check_output
 
     if len(args) > 2:
         fail(f"expected [CHECKPOINT] OUT, got {len(args)} positional arguments")
@@ -46,6 +47,8 @@ def export(
         fail("give either a CHECKPOINT or --model (" + ", ".join(BUNDLED) + "), not both")
     if model is not None and model not in BUNDLED:
         fail(f"unknown model {model!r}; choose one of {', '.join(BUNDLED)}")
+    if checkpoint is not None:
+        check_output(out, checkpoint, *(checkpoint.rglob("*") if checkpoint.is_dir() else ()))
     source = checkpoint if checkpoint is not None else model
     assert source is not None
     typer.echo(str(export_model(source, out, fmt, name)))

@@ -1,13 +1,12 @@
-"""CLI verbs of face galleries: `facesphere gallery create|enroll|identify|list|remove|export`."""
+"""CLI verbs of face galleries: `facesphere gallery create|enroll|identify|list|remove|export|
+import`."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -16,6 +15,7 @@ from facesphere.cli.common import (
     EXIT_FAILURE,
     EXIT_NO_FACE,
     FacesphereTyper,
+    MainFace,
     PipelineOptions,
     fail,
     pipeline_options,
@@ -85,27 +85,21 @@ def create(
         typer.echo(f"gallery {path}: {info['model']} v{info['model_version']}, {info['dim']}-d")
 
 
-def _parse_metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        fail(f"--metadata is not valid JSON: {exc}")
-    if not isinstance(value, dict):
-        fail("--metadata must be a JSON object")
-    return value
-
-
 @gallery_app.command("enroll")
 @pipeline_options()
 def enroll(
     path: Path = GalleryArgument,
-    images: list[Path] = typer.Argument(..., help="Photos of the person (largest face each)."),
+    images: list[Path] = typer.Argument(..., help="Photos of the person (one face each)."),
     subject: str = typer.Option(..., "--subject", "-s", help="The person's name."),
     metadata: str | None = typer.Option(None, "--metadata", help="JSON object to store."),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Enroll the usable photos even if some are not."
+    ),
+    face: MainFace | None = typer.Option(
+        None,
+        "--face",
+        help="Which face of a photo with several to enroll: largest or central (default: "
+        "refuse such photos).",
     ),
     create: bool = typer.Option(False, "--create", help="Create the gallery if missing."),
     json_output: bool = JsonOption,
@@ -114,12 +108,15 @@ def enroll(
 ) -> None:
     """Enroll a person from photos, all in one transaction.
 
-    An unreadable photo (exit 2) or one without a face (exit 3) fails the whole request
-    unless --skip-bad.
+    An unreadable photo or one with several faces and no --face (exit 2), or one without a
+    face (exit 3), fails the whole request unless --skip-bad. A photo already enrolled for
+    the person is skipped with a warning.
     """
     from facesphere.gallery import EnrollImagesError, Gallery, enroll_images
+    from facesphere.gallery.rules import parse_metadata, subject_name
 
-    meta = _parse_metadata(metadata)
+    meta = None if metadata is None else parse_metadata(metadata)
+    subject_name(subject)
     with gallery_errors():
         gallery = None if create else _open(path)  # fail fast, before loading the models
     analyzer = pipeline.build()
@@ -129,13 +126,17 @@ def enroll(
         with gallery:
             try:
                 report = enroll_images(
-                    gallery, analyzer, subject, [str(p) for p in images], meta, skip_bad
+                    gallery,
+                    analyzer,
+                    subject,
+                    [str(p) for p in images],
+                    meta,
+                    skip_bad,
+                    face=None if face is None else face.value,
                 )
             except EnrollImagesError as exc:
-                fail(
-                    f"nothing enrolled: {exc}",
-                    EXIT_BAD_INPUT if exc.unreadable else EXIT_NO_FACE,
-                )
+                bad_input = exc.unreadable or exc.several_faces
+                fail(f"nothing enrolled: {exc}", EXIT_BAD_INPUT if bad_input else EXIT_NO_FACE)
     if json_output:
         print_json(report.to_dict())
     else:
@@ -144,6 +145,10 @@ def enroll(
         typer.echo(f"skipped, unreadable: {source} ({reason})", err=True)
     for source in report.no_face:
         typer.echo(f"skipped, no face: {source}", err=True)
+    for source in report.several_faces:
+        typer.echo(f"skipped, several faces (choose one with --face): {source}", err=True)
+    for source in report.duplicates:
+        typer.echo(f"warning: skipped, already enrolled for {subject!r}: {source}", err=True)
 
 
 @gallery_app.command("identify")
@@ -233,13 +238,38 @@ def export(
     fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
     json_output: bool = JsonOption,
 ) -> None:
-    """Write subjects, metadata and embeddings to a JSON or npz file."""
+    """Write subjects, metadata and embeddings to a JSON or npz file (owner-only)."""
     with gallery_errors(), _open(path) as gallery:
         counts = gallery.export(out, fmt)
     if json_output:
         print_json({"out": str(out), **counts})
     else:
         typer.echo(f"exported {counts['subjects']} subject(s), {counts['faces']} face(s) to {out}")
+
+
+@gallery_app.command("import")
+def import_(
+    source: Path = typer.Argument(..., help="A file written by `gallery export` (.json or .npz)."),
+    path: Path = typer.Argument(..., help="Gallery to make (new, or one without subjects)."),
+    fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Make a gallery from an export: its model, subjects, metadata and embeddings."""
+    from facesphere.gallery.export import import_gallery
+
+    with gallery_errors():
+        counts = import_gallery(source, path, fmt)
+    if json_output:
+        print_json({"gallery": str(path), **counts})
+    else:
+        typer.echo(
+            f"imported {counts['subjects']} subject(s), {counts['faces']} face(s) into {path}"
+        )
+    if counts["duplicates"]:
+        typer.echo(
+            f"warning: {counts['duplicates']} face(s) listed twice for their subject, stored once",
+            err=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

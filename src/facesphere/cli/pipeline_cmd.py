@@ -19,7 +19,10 @@ def detect(
 ) -> None:
     """Find faces: boxes, scores and five landmarks."""
     from facesphere.io.draw import draw_faces, save_image
+    from facesphere.io.files import check_output
 
+    if draw is not None:
+        check_output(draw, image)
     analyzer = pipeline.build()
     pixels = analyzer.load(image)
     faces = analyzer.detect(pixels)
@@ -112,7 +115,7 @@ def embed(
     """
     import numpy as np
 
-    from facesphere.io.files import iter_image_files
+    from facesphere.io.files import check_output, iter_image_files
     from facesphere.pipeline.runner import analyze_files
 
     files = iter_image_files(paths)
@@ -121,6 +124,7 @@ def embed(
         fail(f"not found: {', '.join(missing[:5])}")
     if not files:
         fail("no image files given")
+    check_output(out, *files)
     analyzer = pipeline.build()
     rows_path, rows_face, boxes, scores, vectors = [], [], [], [], []
     no_face, errors = [], []

@@ -20,11 +20,14 @@ def train(
     ),
 ) -> None:
     """Train a face embedding model (single process, or under torchrun for DDP)."""
+    from facesphere.io.files import check_output
     from facesphere.train.config import load_config
     from facesphere.train.trainer import main_worker
 
+    settings = load_config(config, overrides)
+    check_output(settings.output_dir(), settings.data.source, folder=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = main_worker(load_config(config, overrides), stop_at)
+    result = main_worker(settings, stop_at)
     print_json(
         {
             "output": str(result.output),
@@ -52,8 +55,10 @@ def prepare(
     pipeline: PipelineOptions,
 ) -> None:
     """Detect, align (standard 112x112 or dlib150) and pack photos into resumable shards."""
+    from facesphere.io.files import check_output
     from facesphere.train.prepare import prepare as run_prepare
 
+    check_output(out, src, folder=True)
     manifest = run_prepare(
         src,
         out,

@@ -38,8 +38,14 @@ def video(
     A track is named once its smoothed gallery score reaches --threshold (default: the
     gallery model card's identification threshold for the gallery's size, at --fpir)."""
     from facesphere.gallery import Gallery
+    from facesphere.io.files import check_output
     from facesphere.video.pipeline import open_video, process_video
     from facesphere.video.tracker import TrackerConfig
+
+    if out is not None:
+        check_output(out, source, gallery_path)
+    if events_path is not None:
+        check_output(events_path, source, gallery_path, out)
 
     # Our one-line message says why a video is unreadable; keep FFmpeg's own log quiet.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")

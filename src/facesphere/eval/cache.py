@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
+from facesphere.paths import create_private
 from facesphere.pipeline.analyzer import Face
 
 
 class EmbeddingCache:
-    """SQLite table (sha256, pipeline) -> the face found (box, landmarks, source, embedding)."""
+    """SQLite table (sha256, pipeline) -> the face found (box, landmarks, source, embedding),
+    in an owner-only file (biometric data)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)  # owner-only, like the -wal and -shm files SQLite adds
         self._db = sqlite3.connect(self.path, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(

@@ -1,4 +1,4 @@
-"""Enroll people from photos: detect the largest face of each image, embed, store."""
+"""Enroll people from photos: detect the face of each image, embed, store."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facesphere.errors import ImageError
-from facesphere.gallery.errors import EnrollImagesError
+from facesphere.errors import ConfigError, ImageError
+from facesphere.gallery.errors import EnrollImagesError, refused_images
+from facesphere.gallery.rules import subject_name
 from facesphere.gallery.store import Gallery
 from facesphere.io.files import file_sha256
 from facesphere.io.image import ImageInput, describe_source
@@ -22,13 +23,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class EnrollReport:
-    """What an enrollment did: the new face ids, the images used and the images skipped."""
+    """What an enrollment did: the new face ids, the images used and the images skipped
+    (`duplicates`: photos already enrolled for the subject, or given twice)."""
 
     subject: str
     face_ids: list[int]
     enrolled: list[str]
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     no_face: list[str] = field(default_factory=list)
+    several_faces: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
@@ -36,8 +40,8 @@ class EnrollReport:
             "subject": self.subject,
             "face_ids": self.face_ids,
             "enrolled": self.enrolled,
-            "unreadable": [{"image": s, "reason": r} for s, r in self.unreadable],
-            "no_face": self.no_face,
+            **refused_images(self.unreadable, self.no_face, self.several_faces),
+            "duplicates": self.duplicates,
         }
 
 
@@ -62,18 +66,28 @@ def enroll_images(
     create_subject: bool = True,
     labels: Sequence[str] | None = None,
     load: Callable[[ImageInput], np.ndarray] | None = None,
+    face: str | None = None,
 ) -> EnrollReport:
-    """Enroll the largest face of each image as `subject`, in one transaction.
+    """Enroll the face of each image as `subject`, in one transaction.
 
-    An unreadable image or one without a face makes the whole request fail with
-    EnrollImagesError listing them, unless `skip_bad`, which enrolls the others (and still fails
-    when no image is usable). The analyzer's model must be the gallery's. `create_subject`:
-    make the subject when it is new (else SubjectNotFoundError). labels: the images' names in
-    the report (default: their paths or a description); load: decodes one image, raising
-    ImageError when it is unusable (default: `analyzer.load`).
+    An image with several faces is refused unless `face` says which to take: "largest" or
+    "central" (see `main_face`). An unreadable image, one without a face or a refused one makes
+    the whole request fail with EnrollImagesError listing them, unless `skip_bad`, which
+    enrolls the others (and still fails when no image is usable). A photo already enrolled for
+    the subject (same content digest), or given twice, is skipped and listed as a duplicate.
+    The analyzer's model must be the gallery's. `create_subject`: make the subject when it is
+    new (else SubjectNotFoundError). labels: the images' names in the report (default: their
+    paths or a description); load: decodes one image, raising ImageError when it is unusable
+    (default: `analyzer.load`).
     """
+    from facesphere.pipeline.analyzer import MAIN_FACE_POLICIES, main_face
+
+    if face is not None and face not in MAIN_FACE_POLICIES:
+        raise ConfigError(f"face must be one of {', '.join(MAIN_FACE_POLICIES)}, not {face!r}")
     card = analyzer.card
     gallery.check_model(*card.model_key)
+    subject_name(subject)  # refuse a bad name before any image is analysed
+    known = gallery.enrolled_photos(subject)
     if labels is None:
         labels = [describe_source(image) for image in images]
     elif len(labels) != len(images):
@@ -84,6 +98,8 @@ def enroll_images(
     used: list[str] = []
     unreadable: list[tuple[str, str]] = []
     no_face: list[str] = []
+    several: list[str] = []
+    duplicates: list[str] = []
     for image, label in zip(images, labels):
         try:
             pixels = decode(image)
@@ -94,17 +110,30 @@ def enroll_images(
         except OSError as exc:
             unreadable.append((label, exc.strerror or str(exc)))
             continue
+        if sha in known:
+            duplicates.append(label)
+            continue
         faces = analyzer.analyze(pixels)
-        if not faces:
+        if len(faces) > 1 and face is None:
+            several.append(label)
+            continue
+        chosen = main_face(faces, pixels.shape[1], pixels.shape[0], face or "largest")
+        if chosen is None:
             no_face.append(label)
             continue
-        face = faces[0]
-        vectors.append(face.embedding)
-        sources.append({"sha256": sha, "box": face.box, "score": face.score})
+        known.add(sha)
+        vectors.append(chosen.embedding)
+        sources.append({"sha256": sha, "box": chosen.box, "score": chosen.score})
         used.append(label)
-    if ((unreadable or no_face) and not skip_bad) or not vectors:
-        raise EnrollImagesError(unreadable, no_face)
-    face_ids = gallery.enroll(
+    refused = unreadable or no_face or several
+    if (refused and not skip_bad) or (not vectors and not duplicates):
+        raise EnrollImagesError(unreadable, no_face, several)
+    report = EnrollReport(subject, [], used, unreadable, no_face, several, duplicates)
+    if not vectors:  # every usable photo is enrolled already
+        if metadata:
+            gallery.update_metadata(subject, metadata)
+        return report
+    report.face_ids = gallery.enroll(
         subject,
         np.stack(vectors),
         sources,
@@ -113,4 +142,4 @@ def enroll_images(
         model=card.name,
         model_version=card.version,
     )
-    return EnrollReport(subject, face_ids, used, unreadable, no_face)
+    return report

@@ -3,15 +3,15 @@
 Small galleries use exact search (`IndexFlatIP`); from `HNSW_MIN_FACES` live faces on, an HNSW
 graph (`IndexHNSWFlat`, inner-product metric). Index positions map to face ids through a stored
 id array; removed faces are marked -1 there and filtered out of searches by a bitmap selector
-until the index is compacted. The index is saved as three files in a folder (vectors, ids,
-state); the state records the database generation the index matches and checksums that make a
-half-written or foreign index detectable.
+until the index is compacted. The index is saved as three files in an owner-only folder
+(vectors, ids, state); the state records the database generation the index matches and the
+SHA-256 of the other two files, checked on every load, so that a half-written, foreign or
+edited index is rebuilt from the database instead of trusted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +19,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from facesphere.io.files import file_sha256
+from facesphere.paths import make_private_dirs, open_private
 
 FLAT = "flat"
 HNSW = "hnsw"
@@ -44,7 +47,7 @@ SINGLE_THREAD_QUERIES = 4
 # Removed-face marks tolerated before the index is rebuilt without them.
 MAX_DEAD_FRACTION = 0.25
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: SHA-256 digests of both files (1 had the vectors file's size only)
 _VECTORS = "vectors.faiss"
 _IDS = "ids.npy"
 _STATE = "state.json"
@@ -67,10 +70,6 @@ def _new_faiss_index(kind: str, dim: int, m: int, ef_construction: int) -> faiss
         index.hnsw.efConstruction = ef_construction
         return index
     raise ValueError(f"unknown index kind {kind!r}")
-
-
-def _ids_checksum(ids: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes()).hexdigest()
 
 
 class FaceIndex:
@@ -232,8 +231,8 @@ class FaceIndex:
 
     def save(self, folder: Path, gallery_id: str) -> None:
         """Write the index atomically enough: each file replaced whole, the state last; the
-        state's checksums reveal a mix of old and new files."""
-        folder.mkdir(parents=True, exist_ok=True)
+        state's digests reveal a mix of old and new files or an edited one."""
+        make_private_dirs(folder)
         with _locked(folder, exclusive=True):
             for stale in folder.glob("*.tmp-*"):
                 stale.unlink(missing_ok=True)  # left by a writer that died mid-save
@@ -248,8 +247,9 @@ class FaceIndex:
             vectors_tmp = folder / (_VECTORS + suffix)
             ids_tmp = folder / (_IDS + suffix)
             state_tmp = folder / (_STATE + suffix)
+            open_private(vectors_tmp).close()  # owner-only before faiss writes into it
             faiss.write_index(self.index, str(vectors_tmp))
-            with open(ids_tmp, "wb") as handle:
+            with open_private(ids_tmp) as handle:
                 np.save(handle, self.ids)
             state = {
                 "format": INDEX_FORMAT,
@@ -259,13 +259,14 @@ class FaceIndex:
                 "dim": self.dim,
                 "ntotal": self.ntotal,
                 "dead": self._dead,
-                "ids_sha256": _ids_checksum(self.ids),
-                "vectors_bytes": vectors_tmp.stat().st_size,
+                "vectors_sha256": file_sha256(vectors_tmp),
+                "ids_sha256": file_sha256(ids_tmp),
                 "m": self.m,
                 "ef_construction": self.ef_construction,
                 "ef_search": self.ef_search,
             }
-            state_tmp.write_text(json.dumps(state))
+            with open_private(state_tmp) as handle:
+                handle.write(json.dumps(state).encode())
             for tmp in (vectors_tmp, ids_tmp, state_tmp):
                 _fsync(tmp)
             os.replace(vectors_tmp, folder / _VECTORS)
@@ -274,7 +275,8 @@ class FaceIndex:
 
     @classmethod
     def load(cls, folder: Path, gallery_id: str, dim: int) -> FaceIndex | None:
-        """The saved index, or None when missing, unreadable, partial or of another gallery."""
+        """The saved index, or None when missing, unreadable, partial, of another gallery, or
+        when a file's content is not the one its state's digest records."""
         if not (folder / _STATE).is_file():
             return None
         with _locked(folder, exclusive=False):
@@ -287,17 +289,16 @@ class FaceIndex:
                 or state.get("kind") not in (FLAT, HNSW)
             ):
                 return None
-            vectors_path = folder / _VECTORS
             try:
-                if vectors_path.stat().st_size != state["vectors_bytes"]:
-                    return None
+                # Checked before parsing: an edited file is never read as an index.
+                for name, key in ((_IDS, "ids_sha256"), (_VECTORS, "vectors_sha256")):
+                    if file_sha256(folder / name) != state.get(key):
+                        return None
                 ids = np.load(folder / _IDS, allow_pickle=False)
-                if ids.dtype != np.int64 or _ids_checksum(ids) != state["ids_sha256"]:
-                    return None
-                raw = faiss.read_index(str(vectors_path))
-            except (OSError, ValueError, KeyError, RuntimeError):
+                raw = faiss.read_index(str(folder / _VECTORS))
+            except (OSError, ValueError, RuntimeError):
                 return None
-        if raw.ntotal != len(ids) or raw.d != dim:
+        if ids.dtype != np.int64 or ids.ndim != 1 or raw.ntotal != len(ids) or raw.d != dim:
             return None
         index = cls(
             dim,
@@ -350,7 +351,7 @@ def _locked(folder: Path, exclusive: bool) -> Iterator[None]:
         yield
         return
     try:
-        handle = open(folder / _LOCK, "a+b")  # noqa: SIM115 - closed below
+        handle = os.fdopen(os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
     except OSError:
         if exclusive:
             raise

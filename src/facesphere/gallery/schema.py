@@ -1,11 +1,27 @@
-"""The SQLite schema of a gallery and how connections to it are opened."""
+"""The SQLite schema of a gallery, how a file is recognised as one, and how connections to it
+are opened."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
+from facesphere.gallery.errors import NotAGalleryError
+
 SCHEMA_VERSION = 1
+# `PRAGMA application_id` of a gallery ("FSGY"), with `PRAGMA user_version` = SCHEMA_VERSION:
+# marks a facesphere gallery in the SQLite header, so that no other database is taken for one.
+APPLICATION_ID = 0x46534759
+# The tables of a gallery; an unmarked database with exactly these (made before the mark
+# existed) is a gallery too, and gets the mark when opened.
+GALLERY_TABLES = frozenset({"meta", "subjects", "faces"})
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+# What `inspect_file` finds at a path.
+NEW = "new"  # nothing yet, an empty file or an empty SQLite database: a gallery may be made
+MARKED = "marked"  # a gallery with the mark
+UNMARKED = "unmarked"  # a gallery made before the mark
 
 # How long a connection waits for another process's write lock before giving up.
 BUSY_TIMEOUT_MS = 60_000
@@ -42,6 +58,56 @@ CREATE TRIGGER IF NOT EXISTS faces_deleted AFTER DELETE ON faces BEGIN
     UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation';
 END;
 """
+
+
+def inspect_file(path: Path) -> str:
+    """NEW, MARKED or UNMARKED (see above), without changing the file; NotAGalleryError for
+    anything else: not a file, not SQLite, another application's database."""
+    if not path.exists():
+        return NEW
+    if not path.is_file():
+        raise NotAGalleryError(f"{path} is not a file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise NotAGalleryError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not header:
+        return NEW
+    if header != _SQLITE_HEADER:
+        raise NotAGalleryError(f"{path} is not a facesphere gallery (not an SQLite database)")
+    try:
+        # A plain connection only reads: no journal mode is set, no table made.
+        with contextlib.closing(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)) as conn:
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+    except sqlite3.DatabaseError as exc:
+        raise NotAGalleryError(f"{path} is not a readable SQLite database: {exc}") from exc
+    if application_id == APPLICATION_ID:
+        return MARKED
+    if application_id != 0:
+        raise NotAGalleryError(
+            f"{path} is another application's database (application id {application_id:#x})"
+        )
+    if not tables:
+        return NEW
+    if tables == GALLERY_TABLES:
+        return UNMARKED
+    raise NotAGalleryError(
+        f"{path} is not a facesphere gallery (it holds the tables {', '.join(sorted(tables))})"
+    )
+
+
+def mark(conn: sqlite3.Connection) -> None:
+    """Stamp the database as a gallery of this schema version."""
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def connect(path: Path) -> sqlite3.Connection:

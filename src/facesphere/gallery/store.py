@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sqlite3
 import threading
 import uuid
@@ -25,20 +26,34 @@ import numpy as np
 from facesphere.cards import ModelCard, Threshold
 from facesphere.errors import ConfigError
 from facesphere.gallery.errors import (
+    DuplicateFaceError,
     GalleryError,
     GalleryExistsError,
     GalleryNotFoundError,
     ModelMismatchError,
+    NotAGalleryError,
     SubjectExistsError,
     SubjectNotFoundError,
 )
 from facesphere.gallery.index import FaceIndex
-from facesphere.gallery.schema import SCHEMA, SCHEMA_VERSION, connect
+from facesphere.gallery.rules import check_metadata, lookup_names, subject_name
+from facesphere.gallery.schema import (
+    NEW,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UNMARKED,
+    connect,
+    inspect_file,
+    mark,
+)
+from facesphere.paths import create_private
 
 DEFAULT_MODEL = "dlib-resnet"
 DEFAULT_MODEL_VERSION = "1"
 DEFAULT_DIM = 128
 
+# How far from 1 the norm of an embedding taken as already unit may be (float32 rounding).
+_UNIT_TOLERANCE = 1e-6
 # Rows fetched per round trip when reading embeddings, and ids per `IN (...)` list.
 _FETCH_ROWS = 20_000
 _IN_CHUNK = 500
@@ -129,6 +144,11 @@ class Identification:
         }
 
 
+def _file_id(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
 def _source_fields(source: Mapping[str, Any] | None) -> tuple[Any, ...]:
     """(sha256, x1, y1, x2, y2, score) of one face's source description."""
     if source is None:
@@ -168,13 +188,25 @@ class Gallery:
             raise GalleryNotFoundError(
                 f"gallery {what}: {self.path} (create it with `facesphere gallery create`)"
             )
-        self._lock = threading.RLock()
         try:
+            kind = inspect_file(self.path)  # before connecting: that switches the file to WAL
+        except NotAGalleryError as exc:
+            raise NotAGalleryError(f"cannot open gallery: {exc}") from None
+        if kind == NEW:
+            raise NotAGalleryError(
+                f"cannot open gallery: {self.path} is not a facesphere gallery (it is empty)"
+            )
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self._file_id = _file_id(self.path)
             self._conn = connect(self.path)
-        except sqlite3.DatabaseError as exc:
+        except (OSError, sqlite3.DatabaseError) as exc:
             raise GalleryError(f"cannot open gallery {self.path}: {exc}") from exc
         try:
             meta = self._read_meta()
+            if kind == UNMARKED:
+                self._mark_unmarked()
         except BaseException:
             self._conn.close()
             raise
@@ -187,7 +219,6 @@ class Gallery:
         self.index_dir = Path(f"{self.path}.index")
         self._index: FaceIndex | None = None
         self._dirty = False
-        self._closed = False
 
     # -- creation and opening ----------------------------------------------------------------
 
@@ -215,9 +246,31 @@ class Gallery:
             raise GalleryError("the model name must not be empty")
         if int(dim) < 1:
             raise GalleryError(f"the embedding dimension must be positive, got {dim}")
-        if path.exists() and not path.is_file():
-            raise GalleryError(f"cannot create a gallery at {path}: not a file")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        existing = inspect_file(path) != NEW or cls._create_file(
+            path, model, model_version, dim, card
+        )
+        if existing:
+            if not exist_ok:
+                raise GalleryExistsError(f"a gallery already exists at {path}")
+            gallery = cls(path)
+            try:
+                gallery.check_model(model, model_version, dim)
+            except BaseException:
+                gallery.close()
+                raise
+            return gallery
+        return cls(path)
+
+    @staticmethod
+    def _create_file(
+        path: Path, model: str, model_version: str, dim: int, card: ModelCard | None
+    ) -> bool:
+        """Make the gallery's tables and meta rows, owner-only; whether another process had
+        made them first."""
+        try:
+            create_private(path)
+        except OSError as exc:
+            raise GalleryError(f"cannot create gallery {path}: {exc.strerror or exc}") from exc
         try:
             conn = connect(path)
         except sqlite3.DatabaseError as exc:
@@ -228,6 +281,7 @@ class Gallery:
             try:
                 existing = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                 if not existing:
+                    mark(conn)
                     rows = {
                         "schema_version": str(SCHEMA_VERSION),
                         "gallery_id": uuid.uuid4().hex,
@@ -248,30 +302,26 @@ class Gallery:
             raise GalleryError(f"cannot create gallery {path}: {exc}") from exc
         finally:
             conn.close()
-        if existing:
-            if not exist_ok:
-                raise GalleryExistsError(f"a gallery already exists at {path}")
-            gallery = cls(path)
-            try:
-                gallery.check_model(model, model_version, dim)
-            except BaseException:
-                gallery.close()
-                raise
-            return gallery
-        return cls(path)
+        return bool(existing)
+
+    def _mark_unmarked(self) -> None:
+        """Give a gallery made before the mark existed its mark (when the file is writable:
+        a read-only one is still recognised by its tables)."""
+        with contextlib.suppress(sqlite3.OperationalError), self._transaction(write=True) as conn:
+            mark(conn)
 
     def _read_meta(self) -> dict[str, str]:
         try:
             with self._transaction():
                 names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
                 if "meta" not in names or "faces" not in names:
-                    raise GalleryError(f"{self.path} is not a facesphere gallery")
+                    raise NotAGalleryError(f"{self.path} is not a facesphere gallery")
                 meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"cannot open gallery {self.path}: {exc}") from exc
         missing = {"gallery_id", "model", "model_version", "dim", "generation"} - set(meta)
         if missing:
-            raise GalleryError(f"{self.path} is not a facesphere gallery (no {min(missing)})")
+            raise NotAGalleryError(f"{self.path} is not a facesphere gallery (no {min(missing)})")
         if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
             raise GalleryError(
                 f"{self.path} has schema version {meta['schema_version']}; this facesphere "
@@ -280,12 +330,13 @@ class Gallery:
         return meta
 
     def close(self) -> None:
-        """Save the index if it changed, and close the database."""
+        """Save the index if it changed (and the gallery's file is still there), and close the
+        database."""
         with self._lock:
             if self._closed:
                 return
             try:
-                if self._dirty:
+                if self._dirty and self.on_disk():
                     self._try_save_index()
             finally:
                 self._conn.close()
@@ -299,13 +350,13 @@ class Gallery:
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+            return int(self._db().execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
     def subject_count(self) -> int:
         """The number of subjects with at least one face (those a query can match)."""
         with self._lock:
             query = "SELECT COUNT(DISTINCT subject_id) FROM faces"
-            return int(self._conn.execute(query).fetchone()[0])
+            return int(self._db().execute(query).fetchone()[0])
 
     def __repr__(self) -> str:
         return f"Gallery({str(self.path)!r}, model={self.model!r}, dim={self.dim})"
@@ -316,9 +367,7 @@ class Gallery:
     def _transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction: IMMEDIATE (takes the write lock at once) for writes, a consistent
         snapshot for reads; rolled back on any exception."""
-        if getattr(self, "_closed", False):
-            raise GalleryError(f"gallery {self.path} is closed")
-        conn = self._conn
+        conn = self._db()
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield conn
@@ -333,6 +382,28 @@ class Gallery:
                 conn.execute("ROLLBACK")
             raise
 
+    def _db(self) -> sqlite3.Connection:
+        """The connection, once sure the gallery is open and its file is still the one opened
+        (GalleryNotFoundError when it was deleted or replaced meanwhile)."""
+        if self._closed:
+            raise GalleryError(f"gallery {self.path} is closed")
+        if not self.on_disk():
+            raise GalleryNotFoundError(f"gallery {self.path} was removed or replaced while open")
+        return self._conn
+
+    def on_disk(self) -> bool:
+        """Whether the file this gallery opened is still at its path."""
+        try:
+            return _file_id(self.path) == self._file_id
+        except OSError:
+            return False
+
+    def files(self) -> list[Path]:
+        """The files that hold this gallery: the database, SQLite's side files and the index's."""
+        side = [Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
+        index = sorted(self.index_dir.iterdir()) if self.index_dir.is_dir() else []
+        return [self.path, *side, *index]
+
     @staticmethod
     def _generation(conn: sqlite3.Connection) -> int:
         return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
@@ -340,7 +411,7 @@ class Gallery:
     def generation(self) -> int:
         """The database's change counter (bumped by every face insert or delete)."""
         with self._lock:
-            return self._generation(self._conn)
+            return self._generation(self._db())
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -413,10 +484,12 @@ class Gallery:
         self.check_model(dim=vectors.shape[1])
         if not np.isfinite(vectors).all():
             raise GalleryError("embeddings contain NaN or infinite values")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
         if len(vectors) and float(norms.min()) < 1e-6:
             raise GalleryError("an embedding is (close to) the zero vector")
-        return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+        # Unit vectors are kept bit for bit (an exported gallery imports unchanged).
+        unit = np.abs(norms - 1.0) <= _UNIT_TOLERANCE
+        return np.ascontiguousarray(np.where(unit, vectors, vectors / norms), dtype=np.float32)
 
     # -- enrollment --------------------------------------------------------------------------
 
@@ -434,11 +507,12 @@ class Gallery:
 
         embeddings: (N, dim) vectors (normalised here); sources: per face, a mapping with any
         of `sha256`, `box` (x1, y1, x2, y2) and `score`; metadata: merged into the subject's;
-        model / model_version: what made the embeddings (None: the gallery's own).
+        model / model_version: what made the embeddings (None: the gallery's own). A new
+        subject's name and the metadata follow `gallery.rules` (else InvalidSubjectError); a
+        photo (`sha256`) given twice or already enrolled for the subject: DuplicateFaceError.
         """
         self.check_model(model, model_version)
-        if not isinstance(subject, str) or not subject.strip():
-            raise GalleryError("the subject name must be a non-empty string")
+        name = subject_name(subject)
         vectors = self._prepare(embeddings)
         if len(vectors) == 0:
             raise GalleryError("no embeddings to enroll")
@@ -447,12 +521,18 @@ class Gallery:
         if len(sources) != len(vectors):
             raise GalleryError(f"{len(sources)} sources for {len(vectors)} embeddings")
         rows = [_source_fields(s) for s in sources]
-        meta_update = self._check_metadata(metadata)
+        digests = [row[0] for row in rows if row[0] is not None]
+        if len(set(digests)) != len(digests):
+            raise DuplicateFaceError("the same photo (sha256) is given twice")
+        meta_update = check_metadata(metadata)
         created = _now()
         with self._lock:
             with self._transaction(write=True) as conn:
                 before = self._generation(conn)
-                subject_id = self._subject_for_write(conn, subject, meta_update, create_subject)
+                subject_id = self._subject_for_write(
+                    conn, subject, name, meta_update, create_subject
+                )
+                self._refuse_enrolled(conn, subject_id, digests)
                 ids = [
                     self._insert_face(conn, subject_id, vector, row, created)
                     for vector, row in zip(vectors, rows)
@@ -462,50 +542,86 @@ class Gallery:
         return ids
 
     def add_subject(self, name: str, metadata: Mapping[str, Any] | None = None) -> Subject:
-        """Create a subject without faces (SubjectExistsError if the name is taken)."""
-        if not isinstance(name, str) or not name.strip():
-            raise GalleryError("the subject name must be a non-empty string")
-        meta = self._check_metadata(metadata)
+        """Create a subject without faces (SubjectExistsError if the name is taken; the name
+        and metadata follow `gallery.rules`, else InvalidSubjectError)."""
+        normal = subject_name(name)
+        meta = check_metadata(metadata)
         with self._lock:
             with self._transaction(write=True) as conn:
-                if conn.execute("SELECT 1 FROM subjects WHERE name = ?", (name,)).fetchone():
-                    raise SubjectExistsError(f"subject {name!r} already exists")
-                self._subject_for_write(conn, name, meta, create=True)
+                if self._find_subject(conn, name) is not None:
+                    raise SubjectExistsError(f"subject {normal!r} already exists")
+                self._subject_for_write(conn, name, normal, meta, create=True)
+            return self.subject(normal)
+
+    def update_metadata(self, name: str, metadata: Mapping[str, Any]) -> Subject:
+        """Merge `metadata` into an existing subject's (SubjectNotFoundError if absent)."""
+        meta = check_metadata(metadata)
+        with self._lock:
+            with self._transaction(write=True) as conn:
+                self._subject_for_write(conn, name, name, meta, create=False)
             return self.subject(name)
 
     @staticmethod
-    def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if metadata is None:
-            return None
-        if not isinstance(metadata, Mapping):
-            raise GalleryError("subject metadata must be a mapping (a JSON object)")
-        try:
-            return json.loads(json.dumps(dict(metadata)))
-        except (TypeError, ValueError) as exc:
-            raise GalleryError(f"subject metadata is not JSON-serialisable: {exc}") from exc
+    def _find_subject(conn: sqlite3.Connection, name: str) -> tuple[int, str, str] | None:
+        """(id, stored name, metadata) of the subject `name` addresses (see `lookup_names`)."""
+        for candidate in lookup_names(name):
+            row = conn.execute(
+                "SELECT id, name, metadata FROM subjects WHERE name = ?", (candidate,)
+            ).fetchone()
+            if row is not None:
+                return row
+        return None
 
-    @staticmethod
+    @classmethod
     def _subject_for_write(
+        cls,
         conn: sqlite3.Connection,
         name: str,
+        normal: str,
         metadata: dict[str, Any] | None,
         create: bool,
     ) -> int:
-        row = conn.execute("SELECT id, metadata FROM subjects WHERE name = ?", (name,)).fetchone()
+        """The id of the subject `name` addresses, created as `normal` (its checked form) when
+        new and `create`; `metadata` merged into its own."""
+        row = cls._find_subject(conn, name)
         if row is None:
             if not create:
                 raise SubjectNotFoundError(f"no subject named {name!r}")
             cursor = conn.execute(
                 "INSERT INTO subjects (name, metadata, created_at) VALUES (?, ?, ?)",
-                (name, json.dumps(metadata or {}), _now()),
+                (normal, json.dumps(metadata or {}), _now()),
             )
             return int(cursor.lastrowid)
         if metadata:
-            merged = {**json.loads(row[1]), **metadata}
+            merged = check_metadata({**json.loads(row[2]), **metadata})
             conn.execute(
                 "UPDATE subjects SET metadata = ? WHERE id = ?", (json.dumps(merged), row[0])
             )
         return int(row[0])
+
+    @staticmethod
+    def _refuse_enrolled(conn: sqlite3.Connection, subject_id: int, digests: list[str]) -> None:
+        """DuplicateFaceError if a photo of `digests` is enrolled for the subject already."""
+        for start in range(0, len(digests), _IN_CHUNK):
+            chunk = digests[start : start + _IN_CHUNK]
+            row = conn.execute(
+                "SELECT source_sha256 FROM faces WHERE subject_id = ? AND source_sha256 IN"
+                f" ({','.join('?' * len(chunk))}) LIMIT 1",
+                (subject_id, *chunk),
+            ).fetchone()
+            if row is not None:
+                raise DuplicateFaceError(
+                    f"the photo with sha256 {row[0][:12]}... is already enrolled for this subject"
+                )
+
+    def enrolled_photos(self, name: str) -> set[str]:
+        """The sha256 digests of the photos enrolled for subject `name` (none if absent)."""
+        with self._lock, self._transaction() as conn:
+            row = self._find_subject(conn, name)
+            if row is None:
+                return set()
+            query = "SELECT source_sha256 FROM faces WHERE subject_id = ?"
+            return {r[0] for r in conn.execute(query, (row[0],)) if r[0] is not None}
 
     def _insert_face(
         self,
@@ -537,9 +653,10 @@ class Gallery:
         with self._lock:
             with self._transaction(write=True) as conn:
                 before = self._generation(conn)
-                row = conn.execute("SELECT id FROM subjects WHERE name = ?", (name,)).fetchone()
-                if row is None:
+                found = self._find_subject(conn, name)
+                if found is None:
                     raise SubjectNotFoundError(f"no subject named {name!r}")
+                row = (found[0],)
                 face_ids = np.array(
                     [r[0] for r in conn.execute("SELECT id FROM faces WHERE subject_id = ?", row)],
                     np.int64,
@@ -662,7 +779,7 @@ class Gallery:
             if index is None:
                 return self._rebuild_index()
             self._index = index
-            count, max_id = self._conn.execute("SELECT COUNT(*), MAX(id) FROM faces").fetchone()
+            count, max_id = self._db().execute("SELECT COUNT(*), MAX(id) FROM faces").fetchone()
             live = index.live_ids()
             if index.generation == self.generation() and (
                 count == len(live) and (count == 0 or int(live[-1]) == max_id)
@@ -764,7 +881,7 @@ class Gallery:
         for start in range(0, len(face_ids), _IN_CHUNK):
             chunk = face_ids[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for face_id, subject_id, name in self._conn.execute(
+            for face_id, subject_id, name in self._db().execute(
                 "SELECT f.id, f.subject_id, s.name FROM faces f JOIN subjects s"
                 f" ON s.id = f.subject_id WHERE f.id IN ({marks})",
                 chunk,
@@ -776,23 +893,27 @@ class Gallery:
 
     def subjects(self) -> list[Subject]:
         """All subjects with their face counts, by name."""
+        query = (
+            "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id) FROM subjects s"
+            " LEFT JOIN faces f ON f.subject_id = s.id GROUP BY s.id ORDER BY s.name"
+        )
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id) FROM subjects s"
-                " LEFT JOIN faces f ON f.subject_id = s.id GROUP BY s.id ORDER BY s.name"
-            ).fetchall()
+            rows = self._db().execute(query).fetchall()
         return [Subject(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
     def subject(self, name: str) -> Subject:
-        """One subject (SubjectNotFoundError if absent)."""
+        """One subject (SubjectNotFoundError if absent); `name` may be in any Unicode
+        normal form."""
         with self._lock:
-            row = self._conn.execute(
+            conn = self._db()
+            found = self._find_subject(conn, name)
+            if found is None:
+                raise SubjectNotFoundError(f"no subject named {name!r}")
+            row = conn.execute(
                 "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id) FROM subjects s"
-                " LEFT JOIN faces f ON f.subject_id = s.id WHERE s.name = ? GROUP BY s.id",
-                (name,),
+                " LEFT JOIN faces f ON f.subject_id = s.id WHERE s.id = ? GROUP BY s.id",
+                (found[0],),
             ).fetchone()
-        if row is None:
-            raise SubjectNotFoundError(f"no subject named {name!r}")
         return Subject(row[0], row[1], json.loads(row[2]), row[3], row[4])
 
     def faces(self, subject: str | None = None, embeddings: bool = False) -> list[FaceRecord]:
@@ -805,10 +926,9 @@ class Gallery:
         args: tuple[Any, ...] = ()
         with self._lock:
             if subject is not None:
-                self.subject(subject)
-                query += " WHERE s.name = ?"
-                args = (subject,)
-            rows = self._conn.execute(query + " ORDER BY f.id", args).fetchall()
+                query += " WHERE s.id = ?"
+                args = (self.subject(subject).id,)
+            rows = self._db().execute(query + " ORDER BY f.id", args).fetchall()
         records = []
         for r in rows:
             box = None if r[5] is None else [r[5], r[6], r[7], r[8]]

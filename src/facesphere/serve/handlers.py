@@ -17,18 +17,14 @@ from facesphere.serve.work import ServiceBusyError
 
 log = logging.getLogger("facesphere.serve")
 
-NOTHING_ENROLLED = "some images are unreadable or have no face; nothing was enrolled"
+NOTHING_ENROLLED = "some images are unreadable, have no face or several; nothing was enrolled"
 
 
 def error_detail(exc: FacesphereError, state: ServiceState) -> str | dict[str, Any]:
     """The `detail` of the answer to `exc`: its message, or for a refused enrollment the
-    images that were unreadable or had no face."""
+    images that were unreadable, had no face or several."""
     if isinstance(exc, EnrollImagesError):
-        return {
-            "message": NOTHING_ENROLLED,
-            "unreadable": [{"image": s, "reason": r} for s, r in exc.unreadable],
-            "no_face": exc.no_face,
-        }
+        return {"message": NOTHING_ENROLLED, **exc.details()}
     text = str(exc)
     return state.public_message(text.splitlines()[0] if text else type(exc).__name__)
 

@@ -105,10 +105,20 @@ class ServiceState:
         """The file of gallery `name`."""
         return self.galleries_dir / f"{name}{GALLERY_SUFFIX}"
 
+    def _cached_gallery(self, name: str) -> Gallery | None:
+        """The open gallery `name`, unless its file was deleted or replaced since it was
+        opened (then it is closed and forgotten). Call with `_galleries_lock` held."""
+        gallery = self._galleries.get(name)
+        if gallery is not None and not gallery.on_disk():
+            del self._galleries[name]
+            gallery.close()
+            return None
+        return gallery
+
     def gallery(self, name: str) -> Gallery:
         """The open gallery `name` (GalleryNotFoundError when there is none)."""
         with self._galleries_lock:
-            gallery = self._galleries.get(name)
+            gallery = self._cached_gallery(name)
             if gallery is None:
                 try:
                     gallery = Gallery(self.gallery_path(name))
@@ -122,7 +132,7 @@ class ServiceState:
         whether it is new). ModelMismatchError when it exists for another model."""
         card = self.analyzer().card
         with self._galleries_lock:
-            cached = self._galleries.get(name)
+            cached = self._cached_gallery(name)
             if cached is not None:
                 cached.check_model(*card.model_key)
                 return cached, False

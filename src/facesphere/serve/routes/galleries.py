@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
@@ -12,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from facesphere.gallery import Gallery, enroll_images
+from facesphere.gallery.rules import check_metadata, parse_metadata, subject_name
 from facesphere.serve.deps import (
     ERRORS,
     GALLERY_ERRORS,
@@ -23,8 +22,6 @@ from facesphere.serve.deps import (
 )
 from facesphere.serve.keys import ApiKey
 from facesphere.serve.state import ServiceState
-
-MAX_SUBJECT_NAME = 200
 
 router = APIRouter(tags=["galleries"])
 
@@ -53,31 +50,6 @@ _SUBJECT_BODY = {
         },
     }
 }
-
-
-def _check_subject_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise HTTPException(422, "name: a subject needs a non-empty name")
-    if len(name) > MAX_SUBJECT_NAME:
-        raise HTTPException(422, f"name: at most {MAX_SUBJECT_NAME} characters")
-    if "/" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise HTTPException(422, "name: no '/' or control characters")
-    return name
-
-
-def _check_metadata(metadata: Any) -> dict[str, Any] | None:
-    if metadata is None:
-        return None
-    if isinstance(metadata, str):
-        if not metadata.strip():
-            return None
-        try:
-            metadata = json.loads(metadata)
-        except ValueError as exc:
-            raise HTTPException(422, "metadata: not valid JSON") from exc
-    if not isinstance(metadata, Mapping):
-        raise HTTPException(422, "metadata: must be a JSON object")
-    return dict(metadata)
 
 
 def _gallery_json(name: str, gallery: Gallery) -> dict[str, Any]:
@@ -131,6 +103,8 @@ async def create_subject(
     if content_type == "application/json":
         try:
             body = await request.json()
+        except RecursionError as exc:
+            raise HTTPException(422, "body: nested too deeply") from exc
         except ValueError as exc:
             raise HTTPException(422, "body: not valid JSON") from exc
         if not isinstance(body, dict):
@@ -142,8 +116,8 @@ async def create_subject(
         await form.close()
     else:
         raise HTTPException(415, "send the subject as JSON or as a form")
-    subject = _check_subject_name(subject)
-    meta = _check_metadata(metadata)
+    subject = subject_name(subject)
+    meta = parse_metadata(metadata) if isinstance(metadata, str) else check_metadata(metadata)
     gallery = await run_in_threadpool(state.gallery, name)
     created = await run_in_threadpool(gallery.add_subject, subject, meta)
     return created.to_dict()
@@ -185,13 +159,18 @@ def add_faces(
     subject: str,
     images: list[UploadFile] = File(..., description="Photos of the subject."),
     skip_bad: bool = Query(False, description="Enroll the usable photos, skip the rest."),
+    face: Literal["largest", "central"] | None = Query(
+        None,
+        description="Which face of a photo with several to enroll (default: refuse such photos).",
+    ),
     name: str = Depends(gallery_writer),
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
-    """Enroll the largest face of each photo, all in one transaction.
+    """Enroll the face of each photo, all in one transaction.
 
-    A photo that is unreadable or has no face: 422 listing them, nothing enrolled (unless
-    `skip_bad`, which still fails when no photo is usable).
+    A photo that is unreadable, has no face, or has several and no `face` choice: 422 listing
+    them, nothing enrolled (unless `skip_bad`, which still fails when no photo is usable). A
+    photo already enrolled for the subject is skipped and listed in `duplicates`.
     """
     gallery = state.gallery(name)
     gallery.subject(subject)  # 404 before any analysis
@@ -206,6 +185,7 @@ def add_faces(
             create_subject=False,
             labels=labels,
             load=state.decode,
+            face=face,
         )
     return report.to_dict()
 
