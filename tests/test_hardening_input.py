@@ -1,11 +1,18 @@
 """Hostile inputs (issue 13): images too small to hold a face, images far larger than a detector
-needs, and the front ends (CLI, REST) around them."""
+needs, the front ends (CLI, REST) around them, files that are no images (FIFOs, devices,
+decompression bombs), truncated videos and text files that are not UTF-8."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import struct
+import threading
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -21,6 +28,8 @@ from facesphere.cli.main import app
 from facesphere.detect import create_detector, list_detectors
 from facesphere.detect.base import Detection
 from facesphere.detect.geometry import DEFAULT_MAX_SIDE, MIN_FACE_SIDE, shrink_to_max_side
+from facesphere.errors import ImageError
+from facesphere.io.image import load_image
 from facesphere.pipeline.analyzer import FaceAnalyzer
 from facesphere.serve.app import create_app
 from facesphere.serve.config import ServeConfig
@@ -313,3 +322,155 @@ def test_rest_on_a_1x1_image(service: tuple[TestClient, str], shared_data: Path)
     assert skipped.status_code == 201, skipped.text
     identify = client.post(f"{base}/identify", files={"image": dot}, headers=headers)
     assert identify.status_code == 200 and identify.json()["faces"] == []
+
+
+# -- files that are not images -------------------------------------------------------------------
+
+
+def in_thread(function, timeout: float = 20.0):
+    """`function()`'s result, failing (not hanging) when it blocks, as on opening a FIFO."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # handed to the test below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "blocked"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]
+
+
+@pytest.fixture()
+def special_files(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """A FIFO, a character device, a socket and a folder, each named like an image."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    sock_path = tmp_path / "sock.png"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    yield {
+        "a FIFO": fifo,
+        "a character device": Path("/dev/zero"),
+        "a socket": sock_path,
+        "a directory": folder,
+    }
+    server.close()
+
+
+def test_special_files_are_named_not_read(special_files: dict[str, Path]) -> None:
+    for kind, path in special_files.items():
+        with pytest.raises(ImageError) as error:
+            in_thread(lambda path=path: load_image(path))
+        assert str(error.value) == f"{path}: not a regular file ({kind})"
+
+
+def test_cli_names_a_fifo_given_as_image_or_video(special_files: dict[str, Path]) -> None:
+    fifo = special_files["a FIFO"]
+    for verb in (["detect"], ["video", "--no-progress"]):
+        result = in_thread(lambda verb=verb: runner.invoke(app, [*verb, str(fifo)]))
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [f"error: {fifo}: not a regular file (a FIFO)"]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` RGB pixels (and holds almost none)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 16)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_images_over_pillows_bomb_limit_get_the_pixel_limit_wording(tmp_path: Path) -> None:
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    bomb = png_header(20_000, 20_000)  # 400 MP: over twice Pillow's limit, its error
+    with pytest.raises(ImageError) as error:
+        load_image(bomb)
+    assert error.value.reason == "image is 20000x20000 = 400.0 MP, over the limit of 50.0 MP"
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    result = runner.invoke(app, ["detect", str(path)])
+    assert result.exit_code == 2 and "over the limit of 50.0 MP" in result.stderr
+    # a limit above Pillow's is ours to set: the header passes, the missing pixels do not
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(bomb, max_pixels=500_000_000)
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS
+
+
+def test_concurrent_decodes_restore_pillows_limit() -> None:
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    with ThreadPoolExecutor(8) as pool:
+        shapes = list(pool.map(lambda _: load_image(data).shape, range(400)))
+    assert shapes == [(64, 64, 3)] * 400
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS
+
+
+# -- truncated videos ----------------------------------------------------------------------------
+
+
+def mjpg_avi(path: Path, frames: int = 20) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened()
+    rng = np.random.default_rng(3)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_truncated_video_is_processed_in_part_with_a_warning(tmp_path: Path) -> None:
+    whole = mjpg_avi(tmp_path / "whole.avi")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    args = ["--no-progress", "--json-summary", "-d", "cnn"]
+    complete = runner.invoke(app, ["video", str(whole), *args])
+    assert complete.exit_code == 0, complete.output
+    summary = json.loads(complete.stdout)
+    assert (summary["frames"], summary["frames_expected"], summary["truncated"]) == (20, 20, False)
+    assert "warning" not in complete.stderr
+    result = runner.invoke(app, ["video", str(cut), *args])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["truncated"] is True and summary["frames_expected"] == 20
+    assert 0 < summary["frames"] < 20 and summary["detection_frames"] == summary["frames"]
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith(f"warning: {cut}: only {summary['frames']} of the 20 frames")
+    text = runner.invoke(app, ["video", str(cut), "--no-progress", "-d", "cnn"])
+    assert f"{cut}: {summary['frames']} of 20 frame(s)" in text.stdout
+
+
+# -- text files that are not UTF-8 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["lfw", "list"])
+def test_non_utf8_pairs_file_exits_2(protocol: str, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_bytes(b"1 1\nAaron \xff\xfe 1 2\n")
+    args = ["evaluate", "pairs", "--images", str(tmp_path), "--pairs", str(pairs)]
+    result = runner.invoke(app, [*args, "--protocol", protocol])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: pairs file {pairs} is not UTF-8 text (byte 10)"
+
+
+def test_non_utf8_training_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_bytes(b"model: \xff\n")
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: config {config} is not UTF-8 text (byte 7)"

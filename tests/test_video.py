@@ -467,7 +467,7 @@ def test_corrupt_video_exits_2(tmp_path: Path) -> None:
 
 def test_folder_as_video_exits_2(tmp_path: Path) -> None:
     line = one_line_error(runner.invoke(app, ["video", str(tmp_path), "--no-progress"]))
-    assert "folder" in line
+    assert line.endswith("not a regular file (a directory)")
 
 
 def test_missing_gallery_exits_2(clip: Path, tmp_path: Path) -> None:
