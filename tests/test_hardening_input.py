@@ -60,6 +60,7 @@ def check_detections(found: list[Detection], height: int, width: int) -> None:
 
 ODD_SHAPES = [
     (1, 4000),
+    (1, 100_000),
     (4000, 1),
     (3, 2000),
     (2000, 3),
@@ -474,3 +475,17 @@ def test_non_utf8_training_config_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--config", str(config)])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == f"error: config {config} is not UTF-8 text (byte 7)"
+
+
+def test_max_side_option_reaches_the_detector(tmp_path: Path) -> None:
+    photo = lfw("Colin_Powell")
+    large = tmp_path / "large.png"
+    Image.fromarray(cv2.resize(photo, (750, 750), interpolation=cv2.INTER_LINEAR)).save(large)
+    result = runner.invoke(app, ["detect", str(large), "--max-side", "250", "--json"])
+    assert result.exit_code == 0, result.output
+    (face,) = json.loads(result.stdout)["faces"]
+    (small,) = detector("yunet").detect(photo)
+    np.testing.assert_allclose(face["box"], small.box * 3, atol=6)
+    assert FaceAnalyzer(max_side=0).detector.max_side == 0
+    refused = runner.invoke(app, ["detect", str(large), "-d", "thunder", "--max-side", "250"])
+    assert refused.exit_code == 2 and "no option 'max_side'" in refused.stderr
