@@ -136,12 +136,12 @@ def test_batched_equals_single() -> None:
         np.testing.assert_allclose(as_rows(found), as_rows(single), atol=1e-3)
 
 
-def test_working_size_maps_back() -> None:
-    """working_size 500 on a 250 px photo: the faces of the doubled image, halved."""
-    image = lfw("Colin_Powell")
-    doubled = cv2.resize(image, (500, 500), interpolation=cv2.INTER_LINEAR)
-    reference = as_rows(retinaface().detect(doubled))[:, :14] / 2
-    ours = as_rows(create_detector("retinaface", working_size=500).detect(image))[:, :14]
+def test_max_side_maps_back() -> None:
+    """max_side 125 on a 500 px photo: the faces of the photo shrunk to 125 px, times 4."""
+    image = cv2.resize(lfw("Colin_Powell"), (500, 500), interpolation=cv2.INTER_LINEAR)
+    shrunk = cv2.resize(image, (125, 125), interpolation=cv2.INTER_AREA)
+    reference = as_rows(retinaface().detect(shrunk))[:, :14] * 4
+    ours = as_rows(create_detector("retinaface", max_side=125).detect(image))[:, :14]
     assert len(ours) == len(reference) >= 1
     assert np.abs(ours - reference).max() < 1e-3
 
@@ -161,7 +161,7 @@ def test_registry_and_options() -> None:
     with pytest.raises(ConfigError):
         create_detector("retinaface", score_threshold=1.5)
     with pytest.raises(ConfigError):
-        create_detector("retinaface", working_size=0)
+        create_detector("retinaface", max_side=-1)
 
 
 def test_shape_ops_and_softmax_axis() -> None:

@@ -62,7 +62,13 @@ def test_every_stage_lists_its_models_with_cards() -> None:
     assert DETECTORS.card("cnn") is DLIB_MMOD
     assert LANDMARKERS.card("dlib-shape5") is DLIB_SHAPE5
     assert RECOGNIZERS.card("dlib-resnet") is DLIB_RESNET
-    assert DETECTORS.options("cnn") == ["engine", "device", "upsample", "adjust_threshold"]
+    assert DETECTORS.options("cnn") == [
+        "engine",
+        "device",
+        "upsample",
+        "adjust_threshold",
+        "max_side",
+    ]
 
 
 @pytest.mark.parametrize(

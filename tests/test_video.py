@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from facesphere.cards import Threshold
 from facesphere.cli.main import app
+from facesphere.errors import ConfigError
 from facesphere.video.pipeline import (
     Overlay,
-    VideoError,
     identify_matches,
     interpolate_overlays,
     open_video,
@@ -467,7 +467,7 @@ def test_corrupt_video_exits_2(tmp_path: Path) -> None:
 
 def test_folder_as_video_exits_2(tmp_path: Path) -> None:
     line = one_line_error(runner.invoke(app, ["video", str(tmp_path), "--no-progress"]))
-    assert "folder" in line
+    assert line.endswith("not a regular file (a directory)")
 
 
 def test_missing_gallery_exits_2(clip: Path, tmp_path: Path) -> None:
@@ -488,7 +488,7 @@ def test_broken_gallery_exits_2(clip: Path, tmp_path: Path) -> None:
 
 
 def test_output_same_as_input_is_refused(clip: Path, analyzer) -> None:
-    with pytest.raises(VideoError, match="must not be the input"):
+    with pytest.raises(ConfigError, match="is the input"):
         process_video(clip, analyzer, out=clip)
 
 

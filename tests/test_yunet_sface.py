@@ -164,14 +164,18 @@ def test_finds_small_faces() -> None:
     assert 10 < face.box[2] - face.box[0] < 20 and 40 <= face.box[0] < 40 + side
 
 
-def test_working_size_maps_back() -> None:
-    """working_size 500 on a 250 px photo: OpenCV's faces on the doubled image, halved."""
-    image = lfw("Colin_Powell")
-    doubled = cv2.resize(image, (500, 500), interpolation=cv2.INTER_LINEAR)
-    reference = opencv_faces(doubled)[:, :14] / 2
-    ours = as_rows(create_detector("yunet", working_size=500).detect(image))[:, :14]
+def test_max_side_maps_back() -> None:
+    """max_side 125 on a 500 px photo: OpenCV's faces on the photo shrunk to 125 px, times 4;
+    a photo within max_side is not resized."""
+    image = cv2.resize(lfw("Colin_Powell"), (500, 500), interpolation=cv2.INTER_LINEAR)
+    shrunk = cv2.resize(image, (125, 125), interpolation=cv2.INTER_AREA)
+    reference = opencv_faces(shrunk)[:, :14] * 4
+    ours = as_rows(create_detector("yunet", max_side=125).detect(image))[:, :14]
     assert len(ours) == len(reference) >= 1
     assert np.abs(ours - reference).max() < 1e-3
+    native = as_rows(create_detector("yunet", max_side=500).detect(image))
+    np.testing.assert_allclose(native, as_rows(create_detector("yunet", max_side=0).detect(image)))
+    assert np.abs(native[:, :14] - opencv_faces(image)[:, :14]).max() < 1e-3
 
 
 # -- SFace -----------------------------------------------------------------------------------
@@ -215,6 +219,9 @@ def test_registry_and_options() -> None:
         create_recognizer("sface", engine="dlib")
     with pytest.raises(ConfigError):
         create_detector("yunet", score_threshold=2.0)
+    for bad in (-1, 1.5):
+        with pytest.raises(ConfigError, match="max_side"):
+            create_detector("yunet", max_side=bad)
 
 
 def test_analyzer_embeds_with_yunet_points() -> None:

@@ -96,6 +96,7 @@ class PipelineOptions:
     engine: str | None = None
     device: str = "cpu"
     upsample: int | None = None
+    max_side: int | None = None
     threshold: float | None = None
     far: float | None = None
     fpir: float | None = None
@@ -184,6 +185,17 @@ _PIPELINE_PARAMETERS = [
             None, "--upsample", min=0, max=4, help="Detector upsampling (default: its own)."
         ),
     ),
+    _option(
+        "max_side",
+        int | None,
+        typer.Option(
+            None,
+            "--max-side",
+            min=0,
+            help="Detector working resolution: images with a longer side beyond this many "
+            "pixels are scaled down to it (default 2048; 0: always the image's own).",
+        ),
+    ),
 ]
 _THRESHOLD_HELP = {
     "verify": "Cosine similarity for 'same person' (default: the recognizer card's calibrated "
@@ -223,9 +235,9 @@ def pipeline_options(
     decision: str | None = None,
 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorator giving a verb the shared pipeline options (--detector, --landmarker,
-    --recognizer, --engine, --device, --upsample) and, for a verb that decides, --threshold
-    with --far (`decision` "verify") or --fpir ("identify"); the verb receives them as one
-    `pipeline: PipelineOptions` argument."""
+    --recognizer, --engine, --device, --upsample, --max-side) and, for a verb that decides,
+    --threshold with --far (`decision` "verify") or --fpir ("identify"); the verb receives them
+    as one `pipeline: PipelineOptions` argument."""
     extra = list(_PIPELINE_PARAMETERS)
     if decision is not None:
         threshold = typer.Option(None, "--threshold", help=_THRESHOLD_HELP[decision])

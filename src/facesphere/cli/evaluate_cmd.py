@@ -54,8 +54,6 @@ def pairs(
 
     if not images.is_dir():
         fail(f"{images}: image folder not found")
-    if not pairs_file.is_file():
-        fail(f"{pairs_file}: pairs file not found")
     if protocol is Protocol.lfw:
         pair_list = read_lfw_pairs(pairs_file, images)
     else:

@@ -17,7 +17,8 @@ def detect(
     *,
     pipeline: PipelineOptions,
 ) -> None:
-    """Find faces: boxes, scores and five landmarks."""
+    """Find faces: boxes, scores and five landmarks (exit 3 when there is none)."""
+    from facesphere.errors import NoFaceError
     from facesphere.io.draw import draw_faces, save_image
     from facesphere.io.files import check_output
 
@@ -37,13 +38,15 @@ def detect(
                 "faces": [f.to_dict() for f in faces],
             }
         )
-    else:
+    elif faces:
         typer.echo(f"{image}: {len(faces)} face(s)")
         for i, face in enumerate(faces):
             box = ", ".join(f"{v:.0f}" for v in face.box)
             typer.echo(f"  [{i}] box ({box}) score {face.score:.3f}")
         if draw is not None:
             typer.echo(f"drawn to {draw}")
+    if not faces:
+        raise NoFaceError(str(image))
 
 
 @pipeline_options("verify")

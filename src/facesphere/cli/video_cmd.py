@@ -36,7 +36,8 @@ def video(
     """Detect, track and identify faces in a video; write an annotated copy and an event log.
 
     A track is named once its smoothed gallery score reaches --threshold (default: the
-    gallery model card's identification threshold for the gallery's size, at --fpir)."""
+    gallery model card's identification threshold for the gallery's size, at --fpir). A
+    truncated video is processed as far as it can be read, with a warning (exit 0)."""
     from facesphere.gallery import Gallery
     from facesphere.io.files import check_output
     from facesphere.video.pipeline import open_video, process_video
@@ -76,12 +77,20 @@ def video(
     finally:
         if gallery is not None:
             gallery.close()
+    if summary.truncated:
+        typer.echo(
+            f"warning: {source}: only {summary.frames} of the {summary.frames_expected} frames "
+            "its container declares could be read (truncated or damaged file); those were "
+            "processed",
+            err=True,
+        )
     if json_summary:
         print_json(summary.to_dict())
         return
     data = summary.to_dict()
+    read = f"{summary.frames} of {summary.frames_expected}" if summary.truncated else summary.frames
     typer.echo(
-        f"{source}: {summary.frames} frame(s) ({summary.detection_frames} analysed) "
+        f"{source}: {read} frame(s) ({summary.detection_frames} analysed) "
         f"{summary.width}x{summary.height} at {summary.fps:.1f} fps in {summary.seconds:.1f} s"
     )
     typer.echo(f"tracks: {summary.tracks}; events: {data['events']}")

@@ -4,6 +4,10 @@ How the torch engine reproduces dlib (the network itself is `facesphere.pretrain
 an optional `pyramid_up` upsampling, the tiled `pyramid_down<6>` image pyramid in one forward
 pass, score cells mapped back to 80x80 windows on their pyramid level, and loss_mmod's greedy
 suppression on rounded rectangles. Boxes are mapped back through the upsampling like dlib.
+
+Around either engine: an image whose longer side exceeds `max_side` (default 2048) is scaled
+down to it first and its boxes mapped back, and an image that (after upsampling) is under
+`MIN_SIDE` pixels on a side has no face (the network is not run).
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ import numpy as np
 import torch
 
 from facesphere.detect.base import Detection
-from facesphere.detect.geometry import from_inclusive, rgb_image
+from facesphere.detect.geometry import (
+    DEFAULT_MAX_SIDE,
+    check_max_side,
+    dlib_box,
+    from_inclusive,
+    rgb_image,
+    shrink_to_max_side,
+    to_original,
+)
 from facesphere.detect.registry import register_detector
 from facesphere.errors import ConfigError
 from facesphere.pretrained.cards import DLIB_MMOD
@@ -29,11 +41,18 @@ from facesphere.pretrained.dlib_mmod import (
 )
 from facesphere.pretrained.files import card_file
 
+# Images (after upsampling) under this many pixels on a side hold no face MMOD finds: in 300
+# strips of LFW photos cut through a face it found none under 25 px; and its network cannot
+# run on them (the torch port fails under 7 px, dlib's own code fails or corrupts its memory
+# under 10 px of width).
+MIN_SIDE = 20
+
 
 class MMODDetector:
     """dlib's MMOD CNN face detector, on the `torch` engine (its network, image pyramid,
     window geometry and suppression rebuilt here, same boxes as dlib) or on `dlib` itself (the
-    reference). Faces of about 80 px and up; `upsample` doubles the image that many times."""
+    reference). Faces of about 80 px and up; `upsample` doubles the image that many times;
+    an image larger than `max_side` (0: no limit) on its longer side is scaled down to it."""
 
     card = DLIB_MMOD
 
@@ -43,8 +62,11 @@ class MMODDetector:
         device: str = "cpu",
         upsample: int = 0,
         adjust_threshold: float = 0.0,
+        max_side: int = DEFAULT_MAX_SIDE,
     ) -> None:
         check_engine(engine, device)
+        check_max_side(max_side)
+        self.max_side = max_side
         self.engine = engine
         self.upsample = int(upsample)
         if self.upsample < 0:
@@ -113,25 +135,36 @@ class MMODDetector:
         order = np.argsort(-values, kind="stable")
         return box[order], values[order]
 
+    def too_small(self, image: np.ndarray) -> bool:
+        """Whether `image`, after upsampling, is under `MIN_SIDE` pixels on a side."""
+        height, width = image.shape[:2]
+        for _ in range(self.upsample):
+            height, width = pyramid_up_size(height, width)
+        return min(height, width) < MIN_SIDE
+
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in RGB uint8 `image` (H, W, 3), best score first."""
-        image = rgb_image(image)
+        pixels, scale = shrink_to_max_side(image, self.max_side)
+        if self.too_small(pixels):
+            return []
         if self.engine == "dlib":
             with self._lock:
-                found = self._dlib(image, self.upsample)
-            boxes = [
-                (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence)
-                for d in found
+                found = self._dlib(pixels, self.upsample)
+            detections = [Detection(dlib_box(d.rect), float(d.confidence)) for d in found]
+            detections.sort(key=lambda d: -d.score)
+        else:
+            detections = [
+                Detection(from_inclusive(*box), score)
+                for box, score in self.detect_inclusive(pixels)
             ]
-            detections = [Detection(from_inclusive(*b[:4]), float(b[4])) for b in boxes]
-            return sorted(detections, key=lambda d: -d.score)
-        return [
-            Detection(from_inclusive(*box), score) for box, score in self.detect_inclusive(image)
-        ]
+        return to_original(detections, scale)
 
     def detect_inclusive(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """The torch engine's faces as dlib gives them: [(float32 [left, top, right, bottom]
         with right/bottom inclusive, score)] by score."""
+        image = rgb_image(image)
+        if self.too_small(image):
+            return []
         with torch.inference_mode():
             tiled, rects = self.tiled_pyramid(image)
             tiled = tiled.contiguous(memory_format=torch.channels_last)
@@ -157,7 +190,11 @@ class MMODDetector:
 
 @register_detector("cnn", card=DLIB_MMOD)
 def cnn_detector(
-    engine: str = "torch", device: str = "cpu", upsample: int = 0, adjust_threshold: float = 0.0
+    engine: str = "torch",
+    device: str = "cpu",
+    upsample: int = 0,
+    adjust_threshold: float = 0.0,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> MMODDetector:
     """dlib's MMOD CNN detector (`engine` torch, the default, or dlib)."""
-    return MMODDetector(engine, device, upsample, adjust_threshold)
+    return MMODDetector(engine, device, upsample, adjust_threshold, max_side)

@@ -7,12 +7,13 @@ parsed with `ast.literal_eval` (the package is never imported); the graph then r
 module (`facesphere.pretrained.onnx_graph`).
 
 Around the network the detector does what Pytorch_Retinaface's ``detect.py`` does: the image,
-as BGR pixels minus the means (104, 117, 123), goes in at its own size (no padding, no
-resizing unless `working_size` asks for it). Each cell (row r, column c) of the stride s =
-8/16/32 maps holds two anchors of sizes m (16/32, 64/128, 256/512 px) centred at
-((c, r) + 0.5) * s; an anchor decodes to a box centred at anchor + 0.1 * m * delta of size
-m * exp(0.2 * delta) and to five points anchor + 0.1 * m * delta_k. Scores (the face column
-of the softmax) above `score_threshold` go through greedy NMS at `nms_iou`.
+as BGR pixels minus the means (104, 117, 123), goes in at its own size (no padding; an image
+whose longer side exceeds `max_side`, default 2048, is first scaled down to it). Each cell
+(row r, column c) of the stride s = 8/16/32 maps holds two anchors of sizes m (16/32, 64/128,
+256/512 px) centred at ((c, r) + 0.5) * s; an anchor decodes to a box centred at
+anchor + 0.1 * m * delta of size m * exp(0.2 * delta) and to five points
+anchor + 0.1 * m * delta_k. Scores (the face column of the softmax) above `score_threshold` go
+through greedy NMS at `nms_iou`.
 
 The points come as left eye, right eye, nose tip, left and right mouth corner in image
 coordinates (image-left first), which is `standard5` as it is.
@@ -29,7 +30,13 @@ import torch
 from torch import Tensor
 
 from facesphere.detect.base import Detection
-from facesphere.detect.geometry import bgr_at_working_size, check_detector_options
+from facesphere.detect.geometry import (
+    DEFAULT_MAX_SIDE,
+    bgr_at_max_side,
+    check_detector_options,
+    to_original,
+    too_small_for_a_face,
+)
 from facesphere.detect.registry import register_detector
 from facesphere.detect.thunder.ops import nms
 from facesphere.errors import ModelError
@@ -81,8 +88,8 @@ def anchors(height: int, width: int, device: torch.device) -> tuple[Tensor, Tens
 class RetinaFaceDetector:
     """Faces and their standard-5 landmarks in RGB uint8 images of any size, best score first.
 
-    `working_size` None (the default) runs the image at its own resolution; an int scales it
-    so that its longer side has that many pixels first (results are mapped back).
+    An image whose longer side exceeds `max_side` (0: no limit) is scaled down to it first;
+    results are mapped back to its own pixels.
     """
 
     card = RETINAFACE
@@ -92,22 +99,22 @@ class RetinaFaceDetector:
         device: str = "cpu",
         score_threshold: float = 0.6,
         nms_iou: float = 0.4,
-        working_size: int | None = None,
+        max_side: int = DEFAULT_MAX_SIDE,
     ) -> None:
-        check_detector_options(score_threshold, nms_iou, working_size)
+        check_detector_options(score_threshold, nms_iou, max_side)
         self.device = torch.device(device)
         self.model = load_retinaface_graph().to(self.device)
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
-        self.working_size = working_size
+        self.max_side = max_side
 
-    def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The mean-subtracted BGR float32 image (H, W, 3) at the working size, and its scale."""
-        pixels, scale = bgr_at_working_size(image, self.working_size)
+        pixels, scale = bgr_at_max_side(image, self.max_side)
         return pixels - np.float32(BGR_MEANS), scale
 
     def _select(
-        self, outputs: dict[str, Tensor], index: int, prior: tuple[Tensor, Tensor], scale: float
+        self, outputs: dict[str, Tensor], index: int, prior: tuple[Tensor, Tensor]
     ) -> list[Detection]:
         """The decoded faces of image `index` of a batch, after thresholding and NMS."""
         centres, sizes = prior
@@ -121,7 +128,7 @@ class RetinaFaceDetector:
         boxes = torch.cat([middle - half, middle + half], dim=1)
         points = centres[:, None, :] + CENTRE_VARIANCE * sizes[:, :, None] * points
         order = nms(boxes, scores, self.nms_iou)
-        boxes, points = (boxes[order] / scale).cpu().numpy(), (points[order] / scale).cpu().numpy()
+        boxes, points = boxes[order].cpu().numpy(), points[order].cpu().numpy()
         return [
             Detection(box.astype(np.float32), float(s), p.astype(np.float32), "standard5")
             for box, p, s in zip(boxes, points, scores[order].tolist(), strict=True)
@@ -133,6 +140,8 @@ class RetinaFaceDetector:
         inputs = [self._network_input(image) for image in images]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (pixels, _) in enumerate(inputs):
+            if too_small_for_a_face(pixels):
+                continue
             groups[pixels.shape[:2]].append(i)
         results: list[list[Detection]] = [[] for _ in images]
         for (height, width), members in groups.items():
@@ -141,7 +150,7 @@ class RetinaFaceDetector:
             outputs = self.model(x)
             prior = anchors(height, width, self.device)
             for j, i in enumerate(members):
-                results[i] = self._select(outputs, j, prior, inputs[i][1])
+                results[i] = to_original(self._select(outputs, j, prior), inputs[i][1])
         return results
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -154,7 +163,7 @@ def retinaface_detector(
     device: str = "cpu",
     score_threshold: float = 0.6,
     nms_iou: float = 0.4,
-    working_size: int | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> RetinaFaceDetector:
-    """RetinaFace (MobileNet-0.25) with five landmarks (`working_size` None: native size)."""
-    return RetinaFaceDetector(device, score_threshold, nms_iou, working_size)
+    """RetinaFace (MobileNet-0.25) with five landmarks (images over `max_side` px shrunk)."""
+    return RetinaFaceDetector(device, score_threshold, nms_iou, max_side)

@@ -11,10 +11,12 @@ OpenCV's `NMSBoxes` on `Rect2i`) removes those overlapping a better one by IoU >
 
 YuNet's points come in image order, image-left eye first (OpenCV calls it the right eye, the
 subject's): left eye, right eye, nose tip, left and right mouth corner in image coordinates,
-which is `standard5` as it is. By default the image is not resized, so small faces are kept:
-OpenCV Zoo documents YuNet for faces of about 10 to 300 px, and on LFW faces shrunk onto a
-canvas it finds them from 10-12 px box width (none at 8 px). Faces over ~300 px want a smaller
-`working_size`.
+which is `standard5` as it is. An image runs at its own resolution up to `max_side` pixels
+(default `DEFAULT_MAX_SIDE`, 2048) on its longer side, and a larger one scaled down to that, so
+small faces of ordinary photos are kept and the cost per image is bounded: OpenCV Zoo
+documents YuNet for faces of about 10 to 300 px, and on LFW faces shrunk onto a canvas it
+finds them from 10-12 px box width (none at 8 px). Faces over ~300 px want a smaller
+`max_side`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ import torch
 from torch import Tensor
 
 from facesphere.detect.base import Detection
-from facesphere.detect.geometry import bgr_at_working_size, check_detector_options
+from facesphere.detect.geometry import (
+    DEFAULT_MAX_SIDE,
+    bgr_at_max_side,
+    check_detector_options,
+    to_original,
+    too_small_for_a_face,
+)
 from facesphere.detect.registry import register_detector
 from facesphere.detect.thunder.ops import nms
 from facesphere.errors import ConfigError
@@ -46,8 +54,8 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
 class YuNetDetector:
     """Faces and their standard-5 landmarks in RGB uint8 images of any size, best score first.
 
-    `working_size` None (the default) runs the image at its own resolution; an int scales it
-    so that its longer side has that many pixels first (results are mapped back).
+    An image whose longer side exceeds `max_side` (0: no limit) is scaled down to it first;
+    results are mapped back to its own pixels.
     """
 
     card = YUNET
@@ -58,9 +66,9 @@ class YuNetDetector:
         score_threshold: float = 0.6,
         nms_iou: float = 0.3,
         top_k: int = 5000,
-        working_size: int | None = None,
+        max_side: int = DEFAULT_MAX_SIDE,
     ) -> None:
-        check_detector_options(score_threshold, nms_iou, working_size)
+        check_detector_options(score_threshold, nms_iou, max_side)
         if top_k < 1:
             raise ConfigError("top_k must be >= 1")
         self.device = torch.device(device)
@@ -68,7 +76,7 @@ class YuNetDetector:
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.top_k = int(top_k)
-        self.working_size = working_size
+        self.max_side = max_side
 
     def _decode(self, outputs: dict[str, Tensor], index: int, height: int, width: int):
         """Boxes (x, y, w, h), points (5, 2) and scores of every cell of image `index`."""
@@ -92,14 +100,14 @@ class YuNetDetector:
             scores.append(torch.sqrt(cls * obj))
         return torch.cat(boxes), torch.cat(points), torch.cat(scores)
 
-    def _select(self, boxes: Tensor, points: Tensor, scores: Tensor, scale: float):
+    def _select(self, boxes: Tensor, points: Tensor, scores: Tensor) -> list[Detection]:
         keep = torch.nonzero(scores > self.score_threshold).flatten()
         keep = keep[torch.argsort(scores[keep], descending=True, stable=True)][: self.top_k]
         boxes, points, scores = boxes[keep], points[keep], scores[keep]
         whole = torch.trunc(boxes)  # OpenCV suppresses on integer rectangles
         order = nms(torch.cat([whole[:, :2], whole[:, :2] + whole[:, 2:]], 1), scores, self.nms_iou)
-        corners = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1) / scale
-        corners, points = corners[order].cpu().numpy(), (points[order] / scale).cpu().numpy()
+        corners = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+        corners, points = corners[order].cpu().numpy(), points[order].cpu().numpy()
         return [
             Detection(box.astype(np.float32), float(s), p.astype(np.float32), "standard5")
             for box, p, s in zip(corners, points, scores[order].tolist(), strict=True)
@@ -108,9 +116,11 @@ class YuNetDetector:
     @torch.inference_mode()
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """`detect` of each image; images of one padded working size share a forward pass."""
-        inputs = [bgr_at_working_size(image, self.working_size) for image in images]
+        inputs = [bgr_at_max_side(image, self.max_side) for image in images]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (pixels, _) in enumerate(inputs):
+            if too_small_for_a_face(pixels):
+                continue
             groups[padded_size(*pixels.shape[:2])].append(i)
         results: list[list[Detection]] = [[] for _ in images]
         for (height, width), members in groups.items():
@@ -122,7 +132,7 @@ class YuNetDetector:
             outputs = self.model(x.contiguous())
             for j, i in enumerate(members):
                 decoded = self._decode(outputs, j, height, width)
-                results[i] = self._select(*decoded, inputs[i][1])
+                results[i] = to_original(self._select(*decoded), inputs[i][1])
         return results
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -136,7 +146,7 @@ def yunet_detector(
     score_threshold: float = 0.6,
     nms_iou: float = 0.3,
     top_k: int = 5000,
-    working_size: int | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> YuNetDetector:
-    """OpenCV Zoo's YuNet detector with five landmarks (`working_size` None: native size)."""
-    return YuNetDetector(device, score_threshold, nms_iou, top_k, working_size)
+    """OpenCV Zoo's YuNet detector with five landmarks (images over `max_side` px shrunk)."""
+    return YuNetDetector(device, score_threshold, nms_iou, top_k, max_side)

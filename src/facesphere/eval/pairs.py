@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facesphere.errors import DataError
+from facesphere.io.files import read_utf8
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ def read_lfw_pairs(pairs_file: str | Path, images: str | Path) -> list[Pair]:
     """Read LFW View 2: a header `folds per_class`, then per fold `per_class` same-person lines
     `name i j` followed by `per_class` different-person lines `name1 i name2 j`."""
     pairs_file, images = Path(pairs_file), Path(images)
-    lines = [line.split() for line in pairs_file.read_text().splitlines() if line.strip()]
+    text = read_utf8(pairs_file, "pairs file", PairsFormatError)
+    lines = [line.split() for line in text.splitlines() if line.strip()]
     if not lines or len(lines[0]) != 2 or not all(v.isdigit() for v in lines[0]):
         raise PairsFormatError(f"{pairs_file}: first line must be '<folds> <pairs per class>'")
     folds, per_class = int(lines[0][0]), int(lines[0][1])
@@ -68,7 +70,8 @@ def read_pair_list(pairs_file: str | Path, images: str | Path, folds: int = 10) 
     `images`). Without a fold column, `folds` folds are made by position."""
     pairs_file, images = Path(pairs_file), Path(images)
     rows = []
-    for number, line in enumerate(pairs_file.read_text().splitlines(), start=1):
+    text = read_utf8(pairs_file, "pairs file", PairsFormatError)
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue

@@ -53,6 +53,8 @@ def pipeline_key(config: dict[str, Any], fallback: str, face: str) -> str:
     """A stable string naming what produced an embedding (for the cache)."""
     keys = ("detector", "recognizer", "engine", "upsample", "flip")
     settings = {**{k: config.get(k) for k in keys}, "fallback": fallback, "face": face}
+    if config.get("max_side") is not None:  # named only when set: earlier caches stay valid
+        settings["max_side"] = config["max_side"]
     model_file = Path(str(config.get("recognizer")))
     if model_file.is_file():  # an exported model: its content, not its path, names it
         settings["recognizer"] = file_sha256(model_file)

@@ -1,14 +1,16 @@
-"""Files on disk: which suffixes count as images, walking folders, content digests, and the
-check that keeps an output from overwriting an input."""
+"""Files on disk: which suffixes count as images, walking folders, what is not a file one can
+read, UTF-8 text files, content digests, and the check that keeps an output from overwriting an
+input."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from facesphere.errors import ConfigError
+from facesphere.errors import ConfigError, FacesphereError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"}
 
@@ -27,6 +29,45 @@ def iter_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is no file to read: "file not found", or "not a regular file (a FIFO)" naming
+    what it is (a directory, a FIFO, a character device such as /dev/zero, a socket); None for
+    a regular file. It is only stat()ed, never opened, so a FIFO cannot block."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "an unknown kind of file")
+    return f"not a regular file ({kind})"
+
+
+def read_utf8(path: str | os.PathLike, what: str, error: type[FacesphereError]) -> str:
+    """The text of the UTF-8 file at `path` (a `what`, for messages: "config", "pairs file");
+    `error` with a one-line reason when it is no regular file, cannot be read or is not UTF-8."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise error(f"cannot read {what} {path}: {problem}")
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

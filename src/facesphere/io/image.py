@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import warnings
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Union
 
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facesphere.errors import ImageError
+from facesphere.io.files import file_problem
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -52,10 +54,9 @@ def load_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
         return _decode(io.BytesIO(bytes(src)), name, max_pixels)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
-        if not path.exists():
-            raise ImageError(name, "file not found")
-        if path.is_dir():
-            raise ImageError(name, "is a directory, not an image")
+        problem = file_problem(path)
+        if problem is not None:
+            raise ImageError(name, problem)
         if path.stat().st_size == 0:
             raise ImageError(name, "empty file")
         try:
@@ -78,24 +79,42 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
         )
 
 
+_limit_lock = threading.Lock()
+_decoding = 0  # decodes running, in every thread
+_pillow_limit: int | None = None  # Pillow's limit while they run
+
+
+@contextlib.contextmanager
+def _without_pillow_limit() -> Iterator[None]:
+    """Pillow's own decompression-bomb limit off while any thread decodes here (counted, so
+    overlapping decodes restore it once): `_check_size` applies the project's limit instead,
+    with its wording, and a `max_pixels` above Pillow's limit is honoured."""
+    global _decoding, _pillow_limit
+    with _limit_lock:
+        if _decoding == 0:
+            _pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _decoding += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _decoding -= 1
+            if _decoding == 0:
+                Image.MAX_IMAGE_PIXELS = _pillow_limit
+
+
 def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _without_pillow_limit():
             image = Image.open(stream)
             # The header is read here; pixel data only on load(), after the size check.
             _check_size(image.size, name, max_pixels)
-            previous_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                image.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous_limit
+            image.load()
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
         raise ImageError(name, "not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         if "truncated" in reason.lower() or isinstance(exc, OSError):
             raise ImageError(name, f"corrupt or truncated image ({reason})") from exc

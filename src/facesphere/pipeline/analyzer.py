@@ -132,6 +132,7 @@ def check_config(
     engine: str | None = None,
     device: str = "cpu",
     upsample: int | None = None,
+    max_side: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], ModelCard]:
     """Check FaceAnalyzer's stage options without loading any model (names, options, device,
     an exported recognizer's card, landmarks that every template of the recognizer can be
@@ -144,6 +145,8 @@ def check_config(
     detector_options = dict(common)
     if upsample is not None:
         detector_options["upsample"] = upsample
+    if max_side is not None:
+        detector_options["max_side"] = max_side
     DETECTORS.check(detector, **detector_options)
     card = recognizer_card(recognizer, common)
     if landmarker == DETECTOR_LANDMARKS:
@@ -192,7 +195,9 @@ class FaceAnalyzer:
     when they are in the recognizer's scheme, else dlib's 5-point model, and `detector` always
     the detector's. engine: `torch` (facesphere's ports) or `dlib` (dlib itself) for every stage,
     None for each model's default. device: `cpu` or `cuda`. upsample: detector upsampling (None:
-    the detector's default). flip: average the embeddings of each chip and its mirror.
+    the detector's default). max_side: the detector's working resolution, the longer side an
+    image larger than that is scaled down to (None: the detector's default, 2048; 0: none, the
+    image's own). flip: average the embeddings of each chip and its mirror.
     threshold: cosine similarity at or above which two faces are one person (None: the
     recognizer card's calibrated verification threshold at `far`). far: the false-accept rate
     the threshold is taken at (None: the card's default, 1e-3 for the shipped recognizers).
@@ -208,13 +213,14 @@ class FaceAnalyzer:
         engine: str | None = None,
         device: str = "cpu",
         upsample: int | None = None,
+        max_side: int | None = None,
         flip: bool = True,
         threshold: float | None = None,
         far: float | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         detector_options, common, card = check_config(
-            detector, recognizer, landmarker, engine, device, upsample
+            detector, recognizer, landmarker, engine, device, upsample, max_side
         )
         if threshold is not None and far is not None:
             raise ConfigError("give a threshold or a FAR, not both")
@@ -225,6 +231,7 @@ class FaceAnalyzer:
             "engine": engine,
             "device": device,
             "upsample": upsample,
+            "max_side": max_side,
             "flip": flip,
             "threshold": threshold,
             "far": far,

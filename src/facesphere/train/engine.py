@@ -36,6 +36,7 @@ import torch
 import yaml
 
 from facesphere.errors import ConfigError, TrainingError
+from facesphere.io.files import read_utf8
 from facesphere.models.checkpoint import save_atomic
 
 C = TypeVar("C")
@@ -68,12 +69,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML config file; an unreadable, non-UTF-8 or non-YAML file or one that
     does not hold a mapping is a one-line ConfigError."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start})") from None
+    text = read_utf8(path, "config", ConfigError)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -22,6 +22,7 @@ import numpy as np
 
 from facesphere.cards import Threshold
 from facesphere.errors import VideoError
+from facesphere.io.files import check_output, file_problem
 from facesphere.video.tracker import Detection, Match, Tracker, TrackerConfig, TrackEvent
 
 DEFAULT_FPS = 25.0
@@ -82,7 +83,8 @@ class Overlay:
 
 @dataclass
 class VideoSummary:
-    """What `process_video` saw."""
+    """What `process_video` saw: `frames` read, of the `frames_expected` the container
+    declares (0: it does not say); fewer means the video is `truncated`."""
 
     path: str
     frames: int
@@ -98,6 +100,12 @@ class VideoSummary:
     out: str | None = None
     events_path: str | None = None
     decided: Threshold | None = None  # the naming threshold (None without a gallery)
+    frames_expected: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether fewer frames could be read than the container declares."""
+        return self.frames < self.frames_expected
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (events counted, not listed)."""
@@ -107,6 +115,8 @@ class VideoSummary:
         return {
             "video": self.path,
             "frames": self.frames,
+            "frames_expected": self.frames_expected or None,
+            "truncated": self.truncated,
             "detection_frames": self.detection_frames,
             "fps": round(self.fps, 3),
             "width": self.width,
@@ -125,15 +135,15 @@ class VideoSummary:
 def open_video(path: str | Path) -> tuple[Any, float, int, int, int]:
     """Open `path` with OpenCV: (capture, fps, width, height, frame count or 0 if unknown).
 
-    Raises VideoError when the file is missing or OpenCV cannot decode it.
+    Raises VideoError when `path` is no regular file (missing, a folder, a FIFO, a device: it
+    is never opened then) or OpenCV cannot decode it.
     """
     import cv2
 
     path = Path(path)
-    if not path.exists():
-        raise VideoError(f"{path}: not found")
-    if path.is_dir():
-        raise VideoError(f"{path}: is a folder, not a video")
+    problem = file_problem(path)
+    if problem is not None:
+        raise VideoError(f"{path}: {problem}")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
@@ -358,7 +368,9 @@ def process_video(
     events_path: JSON lines of track events; every: detect on every n-th frame; window:
     identity smoothing window (observations); threshold: smoothed score needed to name a
     track (default: the gallery's `decision_threshold(None, fpir)`; without a gallery no track
-    is named). Raises VideoError.
+    is named). A video that ends before the frames its container declares (a truncated file)
+    is processed as far as it can be read, and its summary says so (`truncated`). Raises
+    VideoError.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -376,8 +388,8 @@ def process_video(
 
     started = clock.perf_counter()
     path = Path(path)
-    if out is not None and Path(out).resolve() == path.resolve():
-        raise VideoError(f"{out}: the output video must not be the input video")
+    if out is not None:
+        check_output(out, path)
     capture, fps, width, height, count = open_video(path)
     annotated: AnnotatedWriter | None = None
     log: EventLog | None = None
@@ -440,6 +452,7 @@ def process_video(
         out=None if out is None else str(out),
         events_path=None if events_path is None else str(events_path),
         decided=decided,
+        frames_expected=count,
     )
 
 

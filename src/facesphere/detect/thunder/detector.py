@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from facesphere.detect.base import Detection
-from facesphere.detect.geometry import rgb_image
+from facesphere.detect.geometry import rgb_image, to_original, too_small_for_a_face
 from facesphere.detect.thunder.model import ProposalSettings, landmarks_from_offsets, load_model
 from facesphere.detect.thunder.ops import clip_boxes, decode_boxes, nms
 from facesphere.errors import ModelFileError
@@ -43,8 +43,10 @@ def resolve_weights(weights: str | Path | None = None) -> Path:
 class ThunderDetector:
     """Faces (and their standard-5 landmarks) in RGB uint8 images of any size.
 
-    The image is scaled so that its longer side is the model's input size and padded to a
-    square; boxes and points are mapped back to the original pixels.
+    The image is scaled so that its longer side is the model's input size (320 px, so the
+    cost per image is bounded) and padded to a square; boxes (clipped to the image) and points
+    are mapped back to the original pixels. An image under 8 px on a side has no face
+    (`too_small_for_a_face`).
     """
 
     card = THUNDER
@@ -69,8 +71,8 @@ class ThunderDetector:
         self.nms_iou = nms_iou
         self.proposal_settings = ProposalSettings(pre_nms=300, post_nms=proposals)
 
-    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, float]:
-        image = rgb_image(image)
+    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The network input for RGB `image` and the (height, width) the image fills in it."""
         h, w = image.shape[:2]
         scale = self.size / max(h, w)
         nw, nh = max(round(w * scale), 1), max(round(h * scale), 1)
@@ -80,12 +82,15 @@ class ThunderDetector:
         canvas[:nh, :nw] = resized
         x = (canvas - np.float32(norm.mean)) / np.float32(norm.std)
         x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
-        return x.to(self.device), scale
+        return x.to(self.device), (nh, nw)
 
     @torch.inference_mode()
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces with their standard-5 landmarks, by decreasing score."""
-        x, scale = self._prepare(image)
+        image = np.ascontiguousarray(rgb_image(image), dtype=np.uint8)
+        if too_small_for_a_face(image):
+            return []
+        x, (height, width) = self._prepare(image)
         sam, logits, deltas, anchors = self.model.features(x)
         rois = self.model.proposals(
             logits, deltas, anchors, (self.size, self.size), self.proposal_settings
@@ -98,14 +103,19 @@ class ThunderDetector:
         rois, prob, box_d, lm_d = rois[keep], prob[keep], box_d[keep], lm_d[keep]
         # landmark offsets are learnt relative to the RoI, not to the refined box
         points = landmarks_from_offsets(lm_d, rois[:, 1:])
-        boxes = clip_boxes(decode_boxes(box_d, rois[:, 1:]), self.size, self.size)
+        # boxes end at the image, not in the padding beside it
+        boxes = clip_boxes(decode_boxes(box_d, rois[:, 1:]), height, width)
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, prob, points = boxes[inside], prob[inside], points[inside]
         order = nms(boxes, prob, self.nms_iou)
-        return [
+        found = [
             Detection(
-                (boxes[i] / scale).cpu().numpy().astype(np.float32),
+                boxes[i].cpu().numpy().astype(np.float32),
                 float(prob[i]),
-                (points[i] / scale).cpu().numpy().astype(np.float32),
+                points[i].cpu().numpy().astype(np.float32),
                 self.card.landmark_scheme,
             )
             for i in order.tolist()
         ]
+        scale = np.array([width / image.shape[1], height / image.shape[0]], np.float32)
+        return to_original(found, scale)
