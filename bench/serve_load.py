@@ -3,8 +3,9 @@
 limits.
 
 For each configuration it starts `facesphere serve` on 127.0.0.1 (a free port, a temporary
-FACESPHERE_HOME with one API key): `before` runs one analysis at a time with no limits (the
-service before analysis slots and rate limits), `after` runs the defaults. Phases, each bounded
+FACESPHERE_HOME with one API key): `before` runs one analysis at a time, with no limits and
+images detected at their full size (the service before analysis slots, rate limits and the
+detectors' bounded working resolution), `after` runs the defaults. Phases, each bounded
 by a request count and `--time-limit` seconds:
 
 1. small: `--small` detects of a 250x250 image from `--clients` threads;
@@ -45,6 +46,7 @@ CONFIGS = {
     "before": [
         *("--analysis-workers", "1", "--queue-size", "64", "--request-timeout", "600"),
         *("--key-rate", "0", "--address-rate", "0", "--auth-failures-per-min", "0"),
+        *("--max-side", "0"),
     ],
     "after": [],
 }
