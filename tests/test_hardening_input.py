@@ -8,9 +8,7 @@ import io
 import json
 import os
 import socket
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -34,6 +32,7 @@ from facesphere.pipeline.analyzer import FaceAnalyzer
 from facesphere.serve.app import create_app
 from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KeyStore
+from tests.raw_http import png_header
 
 runner = CliRunner()
 
@@ -379,20 +378,6 @@ def test_cli_names_a_fifo_given_as_image_or_video(special_files: dict[str, Path]
         result = in_thread(lambda verb=verb: runner.invoke(app, [*verb, str(fifo)]))
         assert result.exit_code == 2, result.output
         assert result.stderr.strip().splitlines() == [f"error: {fifo}: not a regular file (a FIFO)"]
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header declares `width` x `height` RGB pixels (and holds almost none)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00" * 16)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 def test_images_over_pillows_bomb_limit_get_the_pixel_limit_wording(tmp_path: Path) -> None:

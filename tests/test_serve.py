@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from facesphere.pipeline.analyzer import FaceAnalyzer
 from facesphere.serve.app import CONFIG_ENV, app_from_env, create_app
 from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KeyStore
+from tests.raw_http import png_header, upload_scope
 
 GALLERY = "people"
 
@@ -38,20 +37,6 @@ def _png(width: int = 96, height: int = 96, value: int = 128) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (value, value, value)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose header declares `width` x `height` RGB pixels (and holds almost none)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00" * 16)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture(scope="module")
@@ -354,20 +339,7 @@ def test_unauthenticated_upload_is_refused_before_its_body_is_read(client: TestC
         sent.append(message)
 
     for headers in ([], [(b"authorization", b"Bearer fs_000000000000_nope")]):
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/detect",
-            "raw_path": b"/v1/detect",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"multipart/form-data; boundary=x"), *headers],
-            "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 80),
-        }
+        scope = upload_scope("/v1/detect", headers)
         sent.clear()
         asyncio.run(client.app(scope, receive, send))
         assert sent[0]["status"] == 401 and (b"www-authenticate", b"Bearer") in sent[0]["headers"]
@@ -551,7 +523,7 @@ def test_huge_declared_dimensions(client: TestClient, keys: dict[str, str]) -> N
     for width, height in ((100_000, 100_000), (2**31 - 1, 1), (8000, 8000)):
         response = client.post(
             "/v1/detect",
-            files={"image": upload(_png_header(width, height), "huge.png")},
+            files={"image": upload(png_header(width, height), "huge.png")},
             headers=auth(keys["read"]),
         )
         assert response.status_code == 422, (width, height, response.text)

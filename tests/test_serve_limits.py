@@ -30,6 +30,7 @@ from facesphere.serve.config import ServeConfig, default_analysis_workers
 from facesphere.serve.keys import KeyStore
 from facesphere.serve.process import ServerProcess
 from facesphere.serve.ratelimit import TokenBuckets
+from tests.raw_http import upload_scope
 
 WAIT_S = 10.0  # the longest any step may take before a test fails
 
@@ -313,23 +314,7 @@ def _raw_detect(client: TestClient, key: str) -> tuple[list[dict[str, Any]], int
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/detect",
-        "raw_path": b"/v1/detect",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"multipart/form-data; boundary=x"),
-            (b"authorization", f"Bearer {key}".encode()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
+    scope = upload_scope("/v1/detect", [(b"authorization", f"Bearer {key}".encode())])
     asyncio.run(client.app(scope, receive, send))
     return sent, len(reads)
 
