@@ -364,6 +364,36 @@ def test_scopes(client: TestClient, keys: dict[str, str]) -> None:
     assert client.get("/v1/galleries", headers=other).json()["galleries"] == []
 
 
+def test_delete_gallery(
+    client: TestClient, home: Path, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    write = auth(keys["write"])
+    assert client.put("/v1/galleries/doomed", headers=write).status_code == 201
+    assert client.post(
+        "/v1/galleries/doomed/subjects", json={"name": "Colin"}, headers=write
+    ).is_success
+    enrolled = client.post(
+        "/v1/galleries/doomed/subjects/Colin/faces",
+        files={"images": upload(photos["powell1"])},
+        headers=write,
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    assert client.delete("/v1/galleries/doomed", headers=auth(keys["read"])).status_code == 403
+    assert client.delete("/v1/galleries/doomed", headers=auth(keys["other"])).status_code == 403
+    assert client.get("/v1/galleries/doomed", headers=write).status_code == 200
+
+    deleted = client.delete("/v1/galleries/doomed", headers=write)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"deleted": "doomed"}
+    assert not list((home / "galleries").glob("doomed*"))
+    assert "doomed" not in client.get("/v1/galleries", headers=write).json()["galleries"]
+    assert client.get("/v1/galleries/doomed/subjects", headers=write).status_code == 404
+    assert client.delete("/v1/galleries/doomed", headers=write).status_code == 404
+    # the name can be used again, for a new, empty gallery
+    assert client.put("/v1/galleries/doomed", headers=write).status_code == 201
+    assert client.get("/v1/galleries/doomed", headers=write).json()["subjects"] == 0
+
+
 def test_not_found_and_bad_names(
     client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
 ) -> None:

@@ -398,6 +398,17 @@ class Gallery:
         except OSError:
             return False
 
+    def delete(self) -> None:
+        """Close the gallery and remove every file that holds it: the database, SQLite's side
+        files and the index folder. A process that still has it open stops finding it."""
+        with self._lock:
+            self._dirty = False  # nothing to save into a gallery being removed
+        self.close()
+        for path in self.files():
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.index_dir.rmdir()
+
     def files(self) -> list[Path]:
         """The files that hold this gallery: the database, SQLite's side files and the index's."""
         side = [Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm", "-journal")]

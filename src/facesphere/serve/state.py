@@ -141,6 +141,13 @@ class ServiceState:
             self._galleries[name] = gallery
             return gallery, not existed
 
+    def delete_gallery(self, name: str) -> None:
+        """Delete gallery `name` with its files (GalleryNotFoundError when there is none)."""
+        gallery = self.gallery(name)
+        with self._galleries_lock:
+            self._galleries.pop(name, None)
+            gallery.delete()
+
     def gallery_names(self) -> list[str]:
         """The names of the galleries in the home folder, sorted."""
         if not self.galleries_dir.is_dir():

@@ -87,6 +87,15 @@ def gallery_info(
     return _gallery_json(name, state.gallery(name))
 
 
+@router.delete("/v1/galleries/{name}", responses=GALLERY_ERRORS)
+def delete_gallery(
+    name: str = Depends(gallery_writer), state: ServiceState = Depends(service)
+) -> dict[str, Any]:
+    """Delete the gallery with its subjects, faces and index (404 when there is none)."""
+    state.delete_gallery(name)
+    return {"deleted": name}
+
+
 @router.post(
     "/v1/galleries/{name}/subjects",
     status_code=201,
