@@ -275,6 +275,7 @@ def test_gallery_flow(
     face = found.json()["faces"][0]
     assert face["identity"] == "Colin_Powell"
     assert face["matches"][0]["subject"] == "Colin_Powell" and len(face["box"]) == 4
+    assert 0.5 < face["detection_score"] <= 1.0
     with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as stored:
         card = stored.card
         assert card is not None

@@ -177,14 +177,7 @@ def identify(
         results = gallery.identify(
             np.stack([f.embedding for f in faces]), top_k, decided.value, name, version
         )
-    rows = [
-        {
-            "box": face.to_dict()["box"],
-            "detection_score": round(float(face.score), 4),
-            **result.to_dict(),
-        }
-        for face, result in zip(faces, results)
-    ]
+    rows = [{**face.located(), **result.to_dict()} for face, result in zip(faces, results)]
     if json_output:
         print_json({"image": str(image), "gallery": str(path), **decided.describe(), "faces": rows})
         return

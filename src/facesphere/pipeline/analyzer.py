@@ -55,6 +55,14 @@ class Face:
     def area(self) -> float:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
+    def located(self) -> dict[str, Any]:
+        """Where the face is and how sure the detector was: what identification answers list
+        beside each face's matches."""
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "detection_score": round(float(self.score), 4),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (no embedding)."""
         return {

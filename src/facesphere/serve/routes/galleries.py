@@ -244,8 +244,5 @@ def identify(
     return {
         **decided.describe(),
         "model": gallery.model,
-        "faces": [
-            {"box": face.to_dict()["box"], **result.to_dict()}
-            for face, result in zip(faces, results)
-        ],
+        "faces": [{**face.located(), **result.to_dict()} for face, result in zip(faces, results)],
     }
