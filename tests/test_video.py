@@ -4,7 +4,7 @@ on a short clip made here from LFW photos."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -504,3 +504,28 @@ def test_unwritable_output_exits_2(clip: Path, tmp_path: Path, option: str) -> N
     blocker.write_text("not a folder")
     result = runner.invoke(app, ["video", str(clip), option, str(blocker / "x" / "out"), *FAST])
     assert "cannot" in one_line_error(result)
+
+
+@dataclass
+class _EdgeFace:
+    box: np.ndarray
+    score: float = 0.9
+    embedding: np.ndarray = field(default_factory=lambda: np.eye(1, 8, dtype=np.float32)[0])
+
+
+class _EdgeAnalyzer:
+    """Finds one face reaching past every edge of the frame (as detectors do at borders)."""
+
+    def analyze(self, rgb: np.ndarray) -> list[_EdgeFace]:
+        height, width = rgb.shape[:2]
+        return [_EdgeFace(np.array([-30.0, -12.0, width + 25.0, height + 40.0], np.float32))]
+
+
+def test_video_boxes_are_clipped_to_the_frame(clip: Path) -> None:
+    seen = []
+    process_video(clip, _EdgeAnalyzer(), every=4, on_event=seen.append)
+    boxes = [event.to_dict()["box"] for event in seen]
+    assert boxes
+    width, height = SIZE
+    for x1, y1, x2, y2 in boxes:
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height, (x1, y1, x2, y2)

@@ -327,6 +327,7 @@ class EventLog:
 def _detections(
     analyzer: Any, frame_bgr: np.ndarray, gallery: Identifier | None, top_k: int, threshold: float
 ) -> list[Detection]:
+    """The faces of one frame as tracker detections, boxes clipped to the frame."""
     import cv2
 
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
@@ -339,8 +340,10 @@ def _detections(
         if gallery is not None
         else [[]] * len(faces)
     )
+    height, width = frame_bgr.shape[:2]
+    frame_box = np.array([width, height, width, height], np.float32)
     return [
-        Detection(face.box, float(face.score), embedding, found)
+        Detection(np.clip(face.box, 0, frame_box), float(face.score), embedding, found)
         for face, embedding, found in zip(faces, embeddings, matches)
     ]
 
