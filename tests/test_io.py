@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from facesphere.errors import ImageError
 from facesphere.io import load_image
+from facesphere.io.draw import MarkSizes, draw_faces, mark_sizes
 
 
 def _gradient(width: int = 64, height: int = 48) -> np.ndarray:
@@ -142,3 +144,34 @@ def test_bad_files_name_the_file_and_reason(tmp_path: Path) -> None:
         load_image(b"")
     with pytest.raises(ImageError, match="unsupported input type"):
         load_image(12345)  # type: ignore[arg-type]
+
+
+@dataclass
+class _DrawnFace:
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float = 0.99
+    source: str = "detector"
+
+
+def _red_pixels(drawn: np.ndarray, x: float, y: float, reach: int = 12) -> int:
+    patch = drawn[int(y) - reach : int(y) + reach + 1, int(x) - reach : int(x) + reach + 1]
+    return int(((patch[..., 0] > 200) & (patch[..., 1] < 90) & (patch[..., 2] < 90)).sum())
+
+
+def test_drawn_marks_scale_with_the_face() -> None:
+    small = _DrawnFace(np.array([20.0, 60, 60, 100]), np.array([[40.0, 80]] * 5))
+    large = _DrawnFace(np.array([100.0, 100, 500, 500]), np.array([[300.0, 300]] * 5))
+    drawn = np.asarray(draw_faces(np.zeros((600, 600, 3), np.uint8), [small, large]))
+    small_dot, large_dot = _red_pixels(drawn, 40, 80), _red_pixels(drawn, 300, 300)
+    assert 0 < small_dot <= 9  # a dot of radius 1 on a 40 px face
+    assert large_dot >= 8 * small_dot
+    assert (mark_sizes(small.box), mark_sizes(large.box)) == (
+        MarkSizes(line=1, dot=1, text=10),
+        MarkSizes(line=5, dot=5, text=40),
+    )
+    # the large face's label is taller than the small one's
+    green = (drawn[..., 1] > 200) & (drawn[..., 0] < 90)
+    small_rows = np.flatnonzero(green[:58, 20:60].any(axis=1))
+    large_rows = np.flatnonzero(green[:98, 100:300].any(axis=1))
+    assert np.ptp(large_rows) > 2 * np.ptp(small_rows)

@@ -22,6 +22,7 @@ import numpy as np
 
 from facesphere.cards import Threshold
 from facesphere.errors import VideoError
+from facesphere.io.draw import mark_sizes
 from facesphere.io.files import check_output, file_problem
 from facesphere.video.tracker import Detection, Match, Tracker, TrackerConfig, TrackEvent
 
@@ -184,16 +185,17 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 
 
 def draw_overlays(frame: np.ndarray, overlays: dict[int, Overlay]) -> np.ndarray:
-    """Draw each track's box and label onto the BGR `frame` in place and return it."""
+    """Draw each track's box and label onto the BGR `frame` in place and return it, sized to
+    each face (`mark_sizes`)."""
     import cv2
 
-    height, width = frame.shape[:2]
-    thickness = max(2, round(min(width, height) / 240))
-    scale = max(0.35, min(width, height) / 600)
     for track_id, overlay in sorted(overlays.items()):
         colour = track_colour(track_id)
+        size = mark_sizes(overlay.box)
+        # Hershey text is about 22 px tall at scale 1
+        scale = size.text / 22
         x1, y1, x2, y2 = (round(float(v)) for v in overlay.box)
-        cv2.rectangle(frame, (x1, y1), (x2, y2), colour, thickness)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), colour, size.line)
         (tw, th), base = cv2.getTextSize(overlay.label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y2 + 2
         cv2.rectangle(frame, (x1, top), (x1 + tw + 4, top + th + base + 2), colour, -1)
