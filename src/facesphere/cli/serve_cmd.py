@@ -8,7 +8,10 @@ import os
 import typer
 
 from facesphere.cli.common import PipelineOptions, fail, pipeline_options
-from facesphere.io.image import DEFAULT_MAX_PIXELS
+from facesphere.serve.config import ServeConfig
+
+# The options' defaults are ServeConfig's, so that the CLI and `create_app` agree.
+DEFAULTS = ServeConfig()
 
 
 def _is_loopback(host: str) -> bool:
@@ -30,10 +33,13 @@ def serve(
         1, "--workers", min=1, max=64, help="Worker processes (one analyzer each)."
     ),
     max_upload_mb: float = typer.Option(
-        10.0, "--max-upload-mb", min=0.001, help="Largest request body, in MiB (413 beyond)."
+        DEFAULTS.max_upload_bytes / 2**20,
+        "--max-upload-mb",
+        min=0.001,
+        help="Largest request body, in MiB (413 beyond).",
     ),
     max_pixels: int = typer.Option(
-        DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted, in pixels."
+        DEFAULTS.max_pixels, "--max-pixels", min=1, help="Largest image accepted, in pixels."
     ),
     torch_threads: int | None = typer.Option(
         None,
@@ -48,32 +54,46 @@ def serve(
         help="Analyses run at once per worker (default: cores / workers, 2 to 8).",
     ),
     queue_size: int = typer.Option(
-        8, "--queue-size", min=0, help="Analysis requests waiting per worker (503 beyond)."
+        DEFAULTS.queue_size,
+        "--queue-size",
+        min=0,
+        help="Analysis requests waiting per worker (503 beyond).",
     ),
     request_timeout: float = typer.Option(
-        30.0,
+        DEFAULTS.request_timeout_s,
         "--request-timeout",
         min=0.001,
         help="Seconds an analysis request may take, queue included (503 beyond).",
     ),
     key_rate: float = typer.Option(
-        50.0, "--key-rate", min=0.0, help="Requests/s per API key (0: no limit; 429 beyond)."
+        DEFAULTS.key_rate_per_s,
+        "--key-rate",
+        min=0.0,
+        help="Requests/s per API key (0: no limit; 429 beyond).",
     ),
-    key_burst: int = typer.Option(100, "--key-burst", min=1, help="Burst per API key."),
+    key_burst: int = typer.Option(
+        DEFAULTS.key_burst, "--key-burst", min=1, help="Burst per API key."
+    ),
     address_rate: float = typer.Option(
-        100.0, "--address-rate", min=0.0, help="Requests/s per client address (0: no limit)."
+        DEFAULTS.address_rate_per_s,
+        "--address-rate",
+        min=0.0,
+        help="Requests/s per client address (0: no limit).",
     ),
     address_burst: int = typer.Option(
-        200, "--address-burst", min=1, help="Burst per client address."
+        DEFAULTS.address_burst, "--address-burst", min=1, help="Burst per client address."
     ),
     auth_failures: float = typer.Option(
-        10.0,
+        DEFAULTS.auth_failures_per_min,
         "--auth-failures-per-min",
         min=0.0,
         help="Failed authentications/minute per address before it gets 429 (0: no limit).",
     ),
     auth_failure_burst: int = typer.Option(
-        10, "--auth-failure-burst", min=1, help="Failed authentications allowed at once."
+        DEFAULTS.auth_failure_burst,
+        "--auth-failure-burst",
+        min=1,
+        help="Failed authentications allowed at once.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     *,
@@ -87,7 +107,7 @@ def serve(
     import uvicorn
 
     from facesphere.paths import facesphere_home
-    from facesphere.serve.config import CONFIG_ENV, ServeConfig, default_analysis_workers
+    from facesphere.serve.config import CONFIG_ENV, default_analysis_workers
 
     pipeline.check()  # bad options fail here, before the workers start
     if not _is_loopback(host):
