@@ -79,7 +79,7 @@ def test_every_stage_lists_its_models_with_cards() -> None:
             "unknown detector 'mtcnn'; known: cnn, hog, retinaface, thunder",
         ),
         (lambda: create_detector("cnn", upsampling=1), "no option 'upsampling'"),
-        (lambda: create_detector("thunder", upsample=1), "thunder' has no option 'upsample'"),
+        (lambda: create_detector("yunet", upsample=1), "yunet' has no option 'upsample'"),
         (lambda: create_detector("hog", engine="torch"), "runs on dlib"),
         (lambda: create_detector("cnn", engine="dlib", device="cuda"), "CPU only"),
         (lambda: create_landmarker("dlib-shape68"), "known: dlib-shape5"),
@@ -146,7 +146,7 @@ def test_unknown_stage_names_exit_2(shared_data: Path) -> None:
     line = one_line_error(runner.invoke(app, ["detect", photo, "--landmarker", "x"]), 2)
     assert "unknown landmarker 'x'" in line
     line = one_line_error(
-        runner.invoke(app, ["detect", photo, "-d", "thunder", "--upsample", "1"]), 2
+        runner.invoke(app, ["detect", photo, "-d", "yunet", "--upsample", "1"]), 2
     )
     assert "no option 'upsample'" in line
 
@@ -228,5 +228,5 @@ def test_serve_checks_its_pipeline_options_before_starting(tmp_path: Path) -> No
         runner.invoke(app, ["serve", "--recognizer", str(tmp_path / "x.onnx")]), 2
     )
     assert "no exported model" in line
-    line = one_line_error(runner.invoke(app, ["serve", "-d", "thunder", "--upsample", "1"]), 2)
+    line = one_line_error(runner.invoke(app, ["serve", "-d", "yunet", "--upsample", "1"]), 2)
     assert "no option 'upsample'" in line

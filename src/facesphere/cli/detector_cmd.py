@@ -22,14 +22,21 @@ def train_detector_command(
 
 
 def detector_labels_command(
-    out: Path = typer.Option(Path("out/thunder/pseudo_labels.json"), "--out", help="Label file."),
+    out: Path = typer.Option(Path("out/thunder/labels.json"), "--out", help="Label file."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many photos per set."),
+    teachers: str = typer.Option(
+        "yunet,retinaface", "--teachers", help="Comma list of pretrained detectors as teachers."
+    ),
 ) -> None:
-    """Pseudo-label celeba299 and ORL with MMOD + the shape predictor (never LFW)."""
+    """Label detector training photos (never LFW): WIDER's training part keeps its boxes,
+    celeba299 and ORL get the teachers' faces; landmarks come from the teachers."""
     from facesphere.io.data import data_dir
+    from facesphere.io.files import check_output
     from facesphere.train.thunder.labels import label_photos, save_labels
 
-    labels = label_photos(data_dir(), limit=limit)
+    check_output(out)
+    names = tuple(name.strip() for name in teachers.split(",") if name.strip())
+    labels = label_photos(data_dir(), limit=limit, teachers=names)
     save_labels(labels, out)
     faces = sum(len(item.faces) for item in labels)
     typer.echo(f"{len(labels)} photos, {faces} faces -> {out}")

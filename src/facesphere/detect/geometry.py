@@ -1,8 +1,8 @@
 """Small helpers detectors share: input checks, the bounded working resolution, the smallest
 image that can hold a face, and dlib's box convention.
 
-Every detector but `thunder` (which always works at its 320 px input) runs an image at its own
-resolution up to `max_side` (default `DEFAULT_MAX_SIDE`) pixels on its longer side, and a
+Every detector runs an image at its own resolution (`thunder`: at the scale its `min_face`
+asks for) up to `max_side` (default `DEFAULT_MAX_SIDE`) pixels on its longer side, and a
 larger image scaled down to that (`shrink_to_max_side`), so that the cost per image is bounded
 whatever its size; its faces are mapped back to the original pixels (`to_original`). An image
 under `MIN_FACE_SIDE` pixels on a side has no face: every detector returns none for it without
@@ -26,7 +26,7 @@ from facesphere.errors import ConfigError
 DEFAULT_MAX_SIDE = 2048
 
 # No detector here reports a real face under about 8 px: YuNet finds none at 8 px box width,
-# and thunder, which enlarges small images to its 320 px input, none under ~6 px (LFW photos
+# and thunder (when it still enlarged small images to a 320 px input) none under ~6 px (LFW photos
 # shrunk onto a canvas), while on random noise of a few pixels it finds "faces" of 1-5 px.
 # An image narrower or lower than this holds no face.
 MIN_FACE_SIDE = 8

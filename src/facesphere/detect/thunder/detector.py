@@ -3,26 +3,50 @@
 Weights come from, in order: the ``weights`` argument, ``$FACESPHERE_THUNDER_WEIGHTS``, or
 the bundled ``facesphere/assets/thunder_snet49.pt`` (checked against its card's sha256).
 Every detection carries its standard-5 points (scheme ``standard5``).
+
+Working resolution. The network is fully convolutional, so it runs where the faces are: an
+image is scaled so that its smallest wanted face (``min_face`` pixels high, halved once per
+``upsample``) becomes the smallest anchor (16 px), capped by ``max_side`` on the longer side,
+and padded to a multiple of 32. Faces larger than the anchors reach at that scale (about
+320 px) are found on coarser levels, each 4x smaller than the last, added until the whole image
+fits in 320 px; the levels' detections are merged by one NMS. A 640x480 photo at the default
+``min_face`` runs at 427x320 plus one 107x80 level; a 320x320 one at 213x213 plus 53x53.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from facesphere.detect.base import Detection
-from facesphere.detect.geometry import rgb_image, to_original, too_small_for_a_face
-from facesphere.detect.thunder.model import ProposalSettings, landmarks_from_offsets, load_model
+from facesphere.detect.geometry import (
+    DEFAULT_MAX_SIDE,
+    check_detector_options,
+    rgb_image,
+    too_small_for_a_face,
+)
+from facesphere.detect.thunder.model import (
+    ProposalSettings,
+    ThunderFace,
+    landmarks_from_offsets,
+    load_model,
+)
 from facesphere.detect.thunder.ops import clip_boxes, decode_boxes, nms
-from facesphere.errors import ModelFileError
+from facesphere.errors import ConfigError, ModelFileError
 from facesphere.pretrained.cards import THUNDER
 from facesphere.pretrained.files import card_file
 
 WEIGHTS_ENV = "FACESPHERE_THUNDER_WEIGHTS"
+SMALLEST_ANCHOR = 16.0  # px at the network's scale: the smallest face it is trained to find
+LEVEL_REACH = 320  # px: the largest face one level finds (largest anchor 256, regressed)
+LEVEL_STEP = 4.0  # each coarser level is this many times smaller
+PAD_TO = 32  # the backbone's total stride
+DEFAULT_MIN_FACE = 24.0
 
 
 def resolve_weights(weights: str | Path | None = None) -> Path:
@@ -40,14 +64,30 @@ def resolve_weights(weights: str | Path | None = None) -> Path:
     return path
 
 
-class ThunderDetector:
-    """Faces (and their standard-5 landmarks) in RGB uint8 images of any size.
+def working_scales(height: int, width: int, min_face: float, max_side: int) -> list[float]:
+    """The scales an image of `height` x `width` runs at: the finest maps `min_face` to the
+    smallest anchor (at most `max_side` px on the longer side, 0: no cap), then 4x coarser
+    levels until the whole image fits in one level's reach."""
+    longer = max(height, width)
+    scale = SMALLEST_ANCHOR / min_face
+    if max_side:
+        scale = min(scale, max_side / longer)
+    scales = [scale]
+    while longer * scales[-1] > LEVEL_REACH:
+        scales.append(scales[-1] / LEVEL_STEP)
+    return scales
 
-    The image is scaled so that its longer side is the model's input size (320 px, so the
-    cost per image is bounded) and padded to a square; boxes (clipped to the image) and points
-    are mapped back to the original pixels. An image under 8 px on a side has no face
-    (`too_small_for_a_face`).
-    """
+
+def proposals_for(cells: int) -> ProposalSettings:
+    """Proposal counts for a level of `cells` stride-16 positions: crowds need more RoIs."""
+    post = int(min(300, max(50, cells // 8)))
+    return ProposalSettings(pre_nms=min(4 * post, 2000), post_nms=post)
+
+
+class ThunderDetector:
+    """Faces (and their standard-5 landmarks) in RGB uint8 images of any size, at the working
+    resolution the module docstring describes. An image under 8 px on a side has no face
+    (`too_small_for_a_face`)."""
 
     card = THUNDER
 
@@ -57,46 +97,58 @@ class ThunderDetector:
         device: str = "cpu",
         score_threshold: float = 0.5,
         nms_iou: float = 0.4,
-        proposals: int = 50,
+        min_face: float = DEFAULT_MIN_FACE,
+        upsample: int = 0,
+        max_side: int = DEFAULT_MAX_SIDE,
     ) -> None:
+        check_detector_options(score_threshold, nms_iou, max_side)
+        if not math.isfinite(min_face) or min_face < 4:
+            raise ConfigError("min_face must be a face height in pixels, at least 4")
+        if isinstance(upsample, bool) or not 0 <= upsample <= 3:
+            raise ConfigError("upsample must be 0..3 (each halves min_face)")
         self.device = torch.device(device)
         path = resolve_weights(weights)
         if weights is not None or os.environ.get(WEIGHTS_ENV):
             self.card = THUNDER.derive(
                 weights_file=str(path), sha256=None, weights_source=f"user-trained ({path})"
             )
-        self.model = load_model(path, str(self.device))
-        self.size = self.model.spec.input_size
+        self.model: ThunderFace = load_model(path, str(self.device)).fold_for_inference()
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
-        self.proposal_settings = ProposalSettings(pre_nms=300, post_nms=proposals)
+        self.min_face = min_face / 2**upsample
+        self.max_side = max_side
 
-    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """The network input for RGB `image` and the (height, width) the image fills in it."""
+    def _input(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The network input of `image` at `scale` (padded to a multiple of 32 with the
+        normalisation's mean grey) and the (height, width) the image fills in it."""
         h, w = image.shape[:2]
-        scale = self.size / max(h, w)
         nw, nh = max(round(w * scale), 1), max(round(h * scale), 1)
-        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR), np.float32)
-        norm = self.card.normalization
-        canvas = np.full((self.size, self.size, 3), norm.mean, np.float32)
-        canvas[:nh, :nw] = resized
-        x = (canvas - np.float32(norm.mean)) / np.float32(norm.std)
-        x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
-        return x.to(self.device), (nh, nw)
-
-    @torch.inference_mode()
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces with their standard-5 landmarks, by decreasing score."""
-        image = np.ascontiguousarray(rgb_image(image), dtype=np.uint8)
-        if too_small_for_a_face(image):
-            return []
-        x, (height, width) = self._prepare(image)
-        sam, logits, deltas, anchors = self.model.features(x)
-        rois = self.model.proposals(
-            logits, deltas, anchors, (self.size, self.size), self.proposal_settings
+        shrink = nw < w
+        resized = cv2.resize(
+            image, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
         )
+        ph, pw = (max(math.ceil(v / PAD_TO) * PAD_TO, 64) for v in (nh, nw))
+        norm = self.card.normalization
+        grey = [round(float(v)) for v in np.broadcast_to(norm.mean, (3,))]
+        padded = cv2.copyMakeBorder(
+            resized, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=grey
+        )
+        x = torch.from_numpy(padded).to(self.device).permute(2, 0, 1)[None].float()
+        mean = torch.as_tensor(norm.mean, dtype=torch.float32, device=self.device)
+        std = torch.as_tensor(norm.std, dtype=torch.float32, device=self.device)
+        return (x - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1), (nh, nw)
+
+    def _level(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, ...]:
+        """(boxes, scores, points) found at one scale, in the original image's pixels."""
+        x, (height, width) = self._input(image, scale)
+        sam, logits, deltas, anchors = self.model.features(x)
+        cells = sam.shape[-2] * sam.shape[-1]
+        rois = self.model.proposals(
+            logits, deltas, anchors, (x.shape[2], x.shape[3]), proposals_for(cells)
+        )
+        empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 5, 2))
         if len(rois) == 0:
-            return []
+            return empty
         score, box_d, lm_d = self.model.head_outputs(sam, rois)
         prob = torch.sigmoid(score)
         keep = prob >= self.score_threshold
@@ -106,16 +158,27 @@ class ThunderDetector:
         # boxes end at the image, not in the padding beside it
         boxes = clip_boxes(decode_boxes(box_d, rois[:, 1:]), height, width)
         inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, prob, points = boxes[inside], prob[inside], points[inside]
+        back = torch.tensor([width / image.shape[1], height / image.shape[0]], device=boxes.device)
+        return boxes[inside] / back.repeat(2), prob[inside], points[inside] / back
+
+    @torch.inference_mode()
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces with their standard-5 landmarks, by decreasing score."""
+        image = np.ascontiguousarray(rgb_image(image), dtype=np.uint8)
+        if too_small_for_a_face(image):
+            return []
+        levels = [
+            self._level(image, scale)
+            for scale in working_scales(*image.shape[:2], self.min_face, self.max_side)
+        ]
+        boxes, prob, points = (torch.cat([level[k].cpu() for level in levels]) for k in range(3))
         order = nms(boxes, prob, self.nms_iou)
-        found = [
+        return [
             Detection(
-                boxes[i].cpu().numpy().astype(np.float32),
+                boxes[i].numpy().astype(np.float32),
                 float(prob[i]),
-                points[i].cpu().numpy().astype(np.float32),
+                points[i].numpy().astype(np.float32),
                 self.card.landmark_scheme,
             )
             for i in order.tolist()
         ]
-        scale = np.array([width / image.shape[1], height / image.shape[0]], np.float32)
-        return to_original(found, scale)

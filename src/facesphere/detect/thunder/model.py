@@ -28,6 +28,7 @@ from facesphere.detect.thunder.ops import (
 from facesphere.errors import ModelError
 from facesphere.models.backbones import create_backbone
 from facesphere.models.checkpoint import save_atomic
+from facesphere.models.fold import fold_batchnorm, fold_pair
 
 CEM_CHANNELS = 245  # = PSROI_CHANNELS * POOL_SIZE ** 2
 PSROI_CHANNELS = 5
@@ -193,6 +194,14 @@ class ThunderFace(nn.Module):
             mine = keep[groups[keep] == i][: settings.post_nms]
             rois.append(torch.cat([groups[mine, None].to(boxes.dtype), boxes[mine]], dim=1))
         return torch.cat(rois)
+
+    def fold_for_inference(self) -> ThunderFace:
+        """This model (in eval mode) with its batch norms folded into the convolutions before
+        them (`facesphere.models.fold`): the same outputs, faster. Not for training."""
+        fold_batchnorm(self.eval())
+        fold_pair(self.sam.conv, self.sam.bn)
+        self.sam.bn = nn.Identity()
+        return self
 
     def head_outputs(self, sam: Tensor, rois: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """R-CNN logits, box deltas and landmark offsets for (R, 5) RoIs."""

@@ -26,10 +26,12 @@ class DetectorTrainConfig:
     input_size: int = 320
     anchor_scales: list[float] = field(default_factory=lambda: [16.0, 32.0, 64.0, 128.0, 256.0])
     anchor_ratios: list[float] = field(default_factory=lambda: [1.0, 1.25])
-    labels: str = engine.data_path("out/thunder/pseudo_labels.json")
+    labels: str = engine.data_path("out/thunder/labels.json")
     data_root: str = engine.data_path("data:")
     real_fraction: float = 0.4
     landmark_fraction: float = 0.35
+    wider_fraction: float = 0.0
+    init_weights: str | None = None
     batch_size: int = 8
     steps: int = 1000
     optimizer: str = "adamw"
@@ -66,8 +68,10 @@ def validate(config: DetectorTrainConfig) -> DetectorTrainConfig:
         engine.check_positive(key, getattr(config, key), allow_zero=True)
     engine.check_positive("checkpoint_every", config.checkpoint_every, allow_zero=True)
     engine.check_positive("grad_clip", config.grad_clip)
-    for key in ("real_fraction", "landmark_fraction"):
+    for key in ("real_fraction", "landmark_fraction", "wider_fraction"):
         engine.check_fraction(key, getattr(config, key))
+    if config.real_fraction + config.wider_fraction > 1:
+        raise ConfigError("real_fraction + wider_fraction must not exceed 1", key="wider_fraction")
     for key in ("anchor_scales", "anchor_ratios"):
         if any(value <= 0 for value in getattr(config, key)):
             raise ConfigError("every value must be > 0", key=key)

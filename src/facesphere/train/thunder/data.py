@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -35,11 +36,13 @@ FLIP_ORDER = [1, 0, 2, 4, 3]  # standard-5 points after a horizontal mirror
 
 @dataclass
 class Scene:
-    """An input image (S, S, 3) uint8 with boxes (F, 4) and standard-5 points (F, 5, 2)."""
+    """An input image (S, S, 3) uint8 with boxes (F, 4) and standard-5 points (F, 5, 2), and
+    boxes to ignore (G, 4): neither faces to learn nor background."""
 
     image: np.ndarray
     boxes: np.ndarray
     landmarks: np.ndarray
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 @dataclass
@@ -169,6 +172,7 @@ class SceneMaker:
         seed: int = 0,
         real_fraction: float = 0.4,
         landmark_fraction: float = 0.35,
+        wider_fraction: float = 0.0,
         min_face: float = 20.0,
         max_face: float = 250.0,
         max_rotation: float = 15.0,
@@ -178,12 +182,18 @@ class SceneMaker:
         self.seed = seed
         self.real_fraction = real_fraction
         self.landmark_fraction = landmark_fraction
+        self.wider_fraction = wider_fraction
         self.min_face = min_face
         self.max_face = max_face
         self.max_rotation = max_rotation
         self.geometry = eye_box_geometry(labels)
         mine = [item for item in labels if item.held_out == held_out]
-        self.photos = [item for item in mine if item.faces]
+        self.crowds = [
+            item
+            for item in mine
+            if item.source == "wider" and any(not face.ignore for face in item.faces)
+        ]
+        self.photos = [item for item in mine if item.faces and item.source != "wider"]
         self.backgrounds = [item for item in mine if item.source == "celeba299"]
         self.faces = [
             (item, face)
@@ -194,6 +204,8 @@ class SceneMaker:
         self.crops = [c for c in crops if c.held_out == held_out]
         if not self.photos or not self.faces:
             raise DataError("no labelled faces for this split")
+        if wider_fraction and not self.crowds:
+            raise DataError("wider_fraction > 0 but the labels hold no WIDER photo")
 
     # -- pieces -------------------------------------------------------------------------------
     def background(self, rng: np.random.Generator) -> np.ndarray:
@@ -297,11 +309,66 @@ class SceneMaker:
         pts += np.array([ox, oy])
         return Scene(np.asarray(canvas), boxes.astype(np.float32), pts.astype(np.float32))
 
+    def crowd(self, rng: np.random.Generator, min_side: float = 8.0) -> Scene:
+        """A window of an annotated WIDER photo around one of its faces, scaled so that face
+        is 10-200 px high (log-uniform). Annotated faces under `min_side` px after scaling, cut
+        to less than 60% by the window, or marked invalid become boxes to ignore."""
+        item = self.crowds[int(rng.integers(len(self.crowds)))]
+        image = _cached_rgb(str(self.root / item.path))
+        valid = [f for f in item.faces if not f.ignore]
+        face = valid[int(rng.integers(len(valid)))]
+        height = max(float(face.box[3] - face.box[1]), 1.0)
+        scale = math.exp(rng.uniform(math.log(10.0), math.log(200.0))) / height
+        scale = min(scale, 0.85 * self.size / height, 4.0)
+        warp = scale
+        if scale < 0.5:  # shrink by area first: warpAffine alone would alias
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            warp = 1.0
+        # the window [origin, origin + size) holds the chosen face (in scaled pixels)
+        low, high = face.box[:2] * scale, face.box[2:] * scale
+        first, last = high - self.size, low
+        origin = rng.uniform(np.minimum(first, last), np.maximum(first, last))
+        matrix = np.array([[warp, 0, -origin[0]], [0, warp, -origin[1]]], np.float32)
+        canvas = cv2.warpAffine(
+            image,
+            matrix,
+            (self.size, self.size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(128, 128, 128),
+        )
+        boxes, points, ignore = [], [], []
+        for f in item.faces:
+            box = f.box * scale - np.tile(origin, 2)
+            clipped = np.clip(box, 0, self.size)
+            area = float(np.prod(np.clip(box[2:] - box[:2], 0, None)))
+            seen = float(np.prod(np.clip(clipped[2:] - clipped[:2], 0, None)))
+            if seen <= 0:
+                continue
+            small = min(box[2] - box[0], box[3] - box[1]) < min_side
+            if f.ignore or small or seen < 0.6 * area:
+                ignore.append(clipped)
+            else:
+                boxes.append(clipped)
+                points.append(f.landmarks * scale - origin)
+        return Scene(
+            canvas,
+            _stack(boxes, (0, 4)),
+            _stack(points, (0, 5, 2)),
+            _stack(ignore, (0, 4)),
+        )
+
     # -- the sampler ----------------------------------------------------------------------------
     def sample(self, index: int, augment: bool = True) -> Scene:
         """Training sample `index`: real or synthetic, then colour and flip augmentation."""
         rng = np.random.default_rng((self.seed, index))
-        scene = self.real(rng) if rng.random() < self.real_fraction else self.synthetic(rng)
+        kind = rng.random()
+        if kind < self.wider_fraction:
+            scene = self.crowd(rng)
+        elif kind < self.wider_fraction + self.real_fraction:
+            scene = self.real(rng)
+        else:
+            scene = self.synthetic(rng)
         if augment:
             scene = augment_scene(scene, rng)
         return scene
@@ -335,14 +402,21 @@ def augment_scene(scene: Scene, rng: np.random.Generator) -> Scene:
         img = np.asarray(
             Image.fromarray(img).filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
         )
-    boxes, points = scene.boxes.copy(), scene.landmarks.copy()
+    boxes, points, ignore = scene.boxes.copy(), scene.landmarks.copy(), scene.ignore.copy()
     if rng.random() < 0.5:
         w = img.shape[1]
         img = img[:, ::-1]
-        boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+        boxes, ignore = (
+            np.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], axis=1) for b in (boxes, ignore)
+        )
         points = points[:, FLIP_ORDER]
         points[..., 0] = w - points[..., 0]
-    return Scene(np.ascontiguousarray(img), boxes.astype(np.float32), points.astype(np.float32))
+    return Scene(
+        np.ascontiguousarray(img),
+        boxes.astype(np.float32),
+        points.astype(np.float32),
+        ignore.astype(np.float32),
+    )
 
 
 def to_tensor_batch(scenes: list[Scene]):

@@ -1,4 +1,8 @@
-"""Training targets and losses: RPN objectness + box, R-CNN score + box, masked landmarks."""
+"""Training targets and losses: RPN objectness + box, R-CNN score + box, masked landmarks.
+
+Boxes to ignore (WIDER's invalid faces, faces too small or cut by the crop) are neither
+positives nor negatives: an anchor or RoI that mostly holds one (at least half of the ignored
+box inside it, and at most 16x its area) is left out of the negatives."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from facesphere.detect.thunder.ops import box_iou, encode_boxes
 class LossSettings:
     """Sampling and weighting of the five loss terms."""
 
-    rpn_positive_iou: float = 0.6
+    rpn_positive_iou: float = 0.5
     rpn_negative_iou: float = 0.3
     rpn_batch: int = 128
     roi_positive_iou: float = 0.5
@@ -39,16 +43,32 @@ def _sample(mask: Tensor, count: int, generator: torch.Generator | None) -> Tens
     return idx
 
 
+def ignored_by(boxes: Tensor, ignore: Tensor) -> Tensor:
+    """(K,) bool: which of `boxes` (K, 4) mostly hold one of the `ignore` boxes (G, 4)."""
+    if len(ignore) == 0:
+        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    lt = torch.maximum(boxes[:, None, :2], ignore[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], ignore[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    ignored_area = area(ignore).clamp(min=1e-6)[None]
+    holds = (inter >= 0.5 * ignored_area) & (area(boxes)[:, None] <= 16 * ignored_area)
+    return holds.any(dim=1)
+
+
 def rpn_targets(
-    anchors: Tensor, gt: Tensor, settings: LossSettings, generator: torch.Generator | None
+    anchors: Tensor,
+    gt: Tensor,
+    settings: LossSettings,
+    generator: torch.Generator | None,
+    ignore: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(sampled positive anchors, sampled negative anchors, matched gt box per positive,
     per-anchor max IoU) for one image."""
     k = len(anchors)
+    free = ~ignored_by(anchors, ignore) if ignore is not None else torch.ones(k, dtype=torch.bool)
     if len(gt) == 0:
-        neg = _sample(
-            torch.ones(k, dtype=torch.bool, device=anchors.device), settings.rpn_batch, generator
-        )
+        neg = _sample(free, settings.rpn_batch, generator)
         empty = torch.zeros(0, dtype=torch.long, device=anchors.device)
         return empty, neg, gt.new_zeros((0, 4)), anchors.new_zeros(k)
     iou = box_iou(anchors, gt)  # (K, G)
@@ -59,7 +79,7 @@ def rpn_targets(
     is_top = (iou == top_per_gt[None]) & (top_per_gt[None] > 0.1)
     positive |= is_top.any(dim=1)
     match = torch.where(is_top.any(dim=1), is_top.float().argmax(dim=1), match)
-    negative = (best < settings.rpn_negative_iou) & ~positive
+    negative = (best < settings.rpn_negative_iou) & ~positive & free
     pos = _sample(positive, settings.rpn_batch // 2, generator)
     neg = _sample(negative, settings.rpn_batch - len(pos), generator)
     return pos, neg, gt[match[pos]], best
@@ -73,14 +93,18 @@ def detection_loss(
     settings: LossSettings,
     proposal_settings: ProposalSettings,
     generator: torch.Generator | None = None,
+    ignore: list[Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """The five loss terms (and their sum under ``total``) for a batch."""
+    """The five loss terms (and their sum under ``total``) for a batch; `ignore` holds each
+    image's boxes to ignore."""
     n = images.shape[0]
+    if ignore is None:
+        ignore = [boxes[i].new_zeros((0, 4)) for i in range(n)]
     sam, logits, deltas, anchors = model.features(images)
     image_size = (images.shape[2], images.shape[3])
     rpn_cls, rpn_box = [], []
     for i in range(n):
-        pos, neg, matched, _ = rpn_targets(anchors, boxes[i], settings, generator)
+        pos, neg, matched, _ = rpn_targets(anchors, boxes[i], settings, generator, ignore[i])
         chosen = torch.cat([pos, neg])
         labels = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(logits)
         rpn_cls.append(
@@ -107,7 +131,8 @@ def detection_loss(
             match = torch.zeros(len(mine), dtype=torch.long)
         n_pos = int(settings.roi_batch * settings.roi_positive_fraction)
         pos = _sample(best >= settings.roi_positive_iou, n_pos, generator)
-        neg = _sample(best < settings.roi_positive_iou, settings.roi_batch - len(pos), generator)
+        background = (best < settings.roi_positive_iou) & ~ignored_by(mine, ignore[i])
+        neg = _sample(background, settings.roi_batch - len(pos), generator)
         chosen = torch.cat([pos, neg])
         sampled.append(torch.cat([torch.full((len(chosen), 1), float(i)), mine[chosen]], dim=1))
         labels.append(torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]))

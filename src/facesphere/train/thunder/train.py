@@ -24,8 +24,10 @@ from facesphere.detect.thunder.model import (
     ProposalSettings,
     ThunderFace,
     ThunderSpec,
+    load_model,
     save_model,
 )
+from facesphere.errors import ConfigError
 from facesphere.train.engine import (
     CheckpointStore,
     CsvLog,
@@ -64,6 +66,18 @@ def spec_from_config(config: DetectorTrainConfig) -> ThunderSpec:
     )
 
 
+def start_from(model: ThunderFace, path: Path) -> None:
+    """Load the weights of a trained model of the same architecture into `model` (fine-tuning
+    starts there); ConfigError when the architectures differ."""
+    trained = load_model(path)
+    if trained.spec != model.spec:
+        raise ConfigError(
+            f"init_weights {path} has architecture {trained.spec}, the config {model.spec}",
+            key="init_weights",
+        )
+    model.load_state_dict(trained.state_dict())
+
+
 def lr_schedule(config: DetectorTrainConfig) -> LRSchedule:
     """Linear warmup to 1, then cosine down to min_lr / lr at ``steps``."""
     return LRSchedule(
@@ -89,6 +103,7 @@ def _scene_maker(
         seed=config.seed,
         real_fraction=config.real_fraction,
         landmark_fraction=config.landmark_fraction,
+        wider_fraction=config.wider_fraction,
     )
 
 
@@ -107,6 +122,8 @@ def train_detector(
     (output / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     seed_everything(config.seed)
     model = ThunderFace(spec_from_config(config))
+    if config.init_weights:
+        start_from(model, Path(config.init_weights))
     optimizer = build_optimizer(
         config.optimizer,
         decay_groups(model, config.weight_decay),
@@ -163,8 +180,9 @@ def train_detector(
         images = to_tensor_batch(scenes)
         boxes = [torch.from_numpy(s.boxes) for s in scenes]
         points = [torch.from_numpy(s.landmarks) for s in scenes]
+        ignore = [torch.from_numpy(s.ignore) for s in scenes]
         losses = detection_loss(
-            model, images, boxes, points, loss_settings, proposal_settings, generator
+            model, images, boxes, points, loss_settings, proposal_settings, generator, ignore
         )
         require_finite(float(losses["total"].detach()), step + 1)
         optimizer.zero_grad(set_to_none=True)
