@@ -306,8 +306,27 @@ def test_gallery_flow(
     nobody = client.post(f"{base}/identify", files={"image": upload(photos["blank"])}, headers=read)
     assert nobody.status_code == 200 and nobody.json()["faces"] == []
 
+    # Each enrolled face has a thumbnail: its aligned chip as a small JPEG.
+    listed = {s["name"]: s for s in client.get(f"{base}/subjects", headers=read).json()["subjects"]}
+    blair_ids = [
+        f["id"] for f in client.get(f"{base}/subjects/Tony_Blair", headers=read).json()["face_list"]
+    ]
+    assert listed["Tony_Blair"]["first_face_id"] == blair_ids[0]
+    thumbnail = client.get(f"{base}/faces/{blair_ids[0]}/thumbnail", headers=read)
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (112, 112)
+    missing = client.get(f"{base}/faces/{max(blair_ids) + 100}/thumbnail", headers=read)
+    assert missing.status_code == 404
+    # Removing one face: a write key's; the subject stays with the other.
+    assert client.delete(f"{base}/faces/{blair_ids[0]}", headers=read).status_code == 403
+    gone = client.delete(f"{base}/faces/{blair_ids[0]}", headers=write)
+    assert gone.status_code == 200 and gone.json() == {"face_id": blair_ids[0], "removed": True}
+    assert client.delete(f"{base}/faces/{blair_ids[0]}", headers=write).status_code == 404
+    left = client.get(f"{base}/subjects/Tony_Blair", headers=read).json()
+    assert left["faces"] == 1 and left["first_face_id"] == blair_ids[1]
+
     removed = client.delete(f"{base}/subjects/Tony_Blair", headers=write)
-    assert removed.status_code == 200 and removed.json()["faces_removed"] == 2
+    assert removed.status_code == 200 and removed.json()["faces_removed"] == 1
     assert client.get(f"{base}/subjects/Tony_Blair", headers=read).status_code == 404
     with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as gallery:
         assert len(gallery) == 2
