@@ -95,7 +95,12 @@ def upload(data: bytes, name: str = "photo.jpg") -> tuple[str, bytes, str]:
 
 def test_health_and_docs(client: TestClient) -> None:
     assert client.get("/health").json()["status"] == "ok"
-    assert client.get("/docs").status_code == 200
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page)  # no key needed, and nothing loaded from elsewhere
+        assert html.status_code == 200 and f'src="docs/assets/{script}"' in html.text
+        assert "http://" not in html.text and "https://" not in html.text
+        asset = client.get(f"/docs/assets/{script}")
+        assert asset.status_code == 200 and len(asset.content) > 100_000
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/detect", "/v1/embed", "/v1/verify", "/v1/galleries/{name}/identify"):
         assert path in paths
@@ -330,6 +335,17 @@ def test_gallery_flow(
     assert client.get(f"{base}/subjects/Tony_Blair", headers=read).status_code == 404
     with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as gallery:
         assert len(gallery) == 2
+
+
+def test_web_ui_is_served_without_a_key(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("ui/app.js", "ui/style.css"):
+        assert f'"{asset}"' in page.text
+        assert client.get(f"/{asset}").status_code == 200
+    assert client.get("/ui/missing.js").status_code == 404
+    assert client.get("/v1/galleries").status_code == 401  # the API itself still needs one
 
 
 # -- refusals -----------------------------------------------------------------------------------
