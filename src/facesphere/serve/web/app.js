@@ -4,6 +4,7 @@
 
 const KEY_STORAGE = "facesphere.apiKey";
 const COLOURS = ["#22c55e", "#f59e0b", "#38bdf8", "#f472b6", "#a78bfa", "#facc15"];
+const UNKNOWN_COLOUR = "#f87171";
 const $ = (id) => document.getElementById(id);
 
 const state = { gallery: null, subject: null, thumbnails: [] };
@@ -154,7 +155,7 @@ async function drawFaces(canvas, file, faces, size) {
   faces.forEach((face, i) => {
     const [x1, y1, x2, y2] = face.box;
     const side = Math.max(x2 - x1, y2 - y1);
-    const colour = COLOURS[i % COLOURS.length];
+    const colour = face.colour || COLOURS[i % COLOURS.length];
     ctx.lineWidth = Math.max(2, side / 60);
     ctx.strokeStyle = colour;
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
@@ -427,7 +428,11 @@ async function identify(file) {
   const gallery = $("identify-gallery").value;
   if (!gallery) throw new Error("create a gallery and enroll someone first");
   const answer = await api("POST", `galleries/${encodeURIComponent(gallery)}/identify`, filesForm("image", [file]));
-  const faces = answer.faces.map((f, i) => ({ ...f, label: `${i + 1}: ${f.identity || "unknown"}` }));
+  const faces = answer.faces.map((f, i) => ({
+    ...f,
+    label: `${i + 1}: ${f.identity || "unknown"}`,
+    colour: f.identity ? COLOURS[0] : UNKNOWN_COLOUR,
+  }));
   await drawFaces($("identify-canvas"), file, faces);
   $("identify-result").hidden = false;
   $("identify-summary").textContent = faces.length
