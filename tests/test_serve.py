@@ -95,7 +95,12 @@ def upload(data: bytes, name: str = "photo.jpg") -> tuple[str, bytes, str]:
 
 def test_health_and_docs(client: TestClient) -> None:
     assert client.get("/health").json()["status"] == "ok"
-    assert client.get("/docs").status_code == 200
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page)  # no key needed, and nothing loaded from elsewhere
+        assert html.status_code == 200 and f'src="docs/assets/{script}"' in html.text
+        assert "http://" not in html.text and "https://" not in html.text
+        asset = client.get(f"/docs/assets/{script}")
+        assert asset.status_code == 200 and len(asset.content) > 100_000
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/detect", "/v1/embed", "/v1/verify", "/v1/galleries/{name}/identify"):
         assert path in paths
@@ -306,11 +311,41 @@ def test_gallery_flow(
     nobody = client.post(f"{base}/identify", files={"image": upload(photos["blank"])}, headers=read)
     assert nobody.status_code == 200 and nobody.json()["faces"] == []
 
+    # Each enrolled face has a thumbnail: its aligned chip as a small JPEG.
+    listed = {s["name"]: s for s in client.get(f"{base}/subjects", headers=read).json()["subjects"]}
+    blair_ids = [
+        f["id"] for f in client.get(f"{base}/subjects/Tony_Blair", headers=read).json()["face_list"]
+    ]
+    assert listed["Tony_Blair"]["first_face_id"] == blair_ids[0]
+    thumbnail = client.get(f"{base}/faces/{blair_ids[0]}/thumbnail", headers=read)
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (112, 112)
+    missing = client.get(f"{base}/faces/{max(blair_ids) + 100}/thumbnail", headers=read)
+    assert missing.status_code == 404
+    # Removing one face: a write key's; the subject stays with the other.
+    assert client.delete(f"{base}/faces/{blair_ids[0]}", headers=read).status_code == 403
+    gone = client.delete(f"{base}/faces/{blair_ids[0]}", headers=write)
+    assert gone.status_code == 200 and gone.json() == {"face_id": blair_ids[0], "removed": True}
+    assert client.delete(f"{base}/faces/{blair_ids[0]}", headers=write).status_code == 404
+    left = client.get(f"{base}/subjects/Tony_Blair", headers=read).json()
+    assert left["faces"] == 1 and left["first_face_id"] == blair_ids[1]
+
     removed = client.delete(f"{base}/subjects/Tony_Blair", headers=write)
-    assert removed.status_code == 200 and removed.json()["faces_removed"] == 2
+    assert removed.status_code == 200 and removed.json()["faces_removed"] == 1
     assert client.get(f"{base}/subjects/Tony_Blair", headers=read).status_code == 404
     with Gallery(home / "galleries" / f"{GALLERY}.sqlite") as gallery:
         assert len(gallery) == 2
+
+
+def test_web_ui_is_served_without_a_key(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("ui/app.js", "ui/style.css"):
+        assert f'"{asset}"' in page.text
+        assert client.get(f"/{asset}").status_code == 200
+    assert client.get("/ui/missing.js").status_code == 404
+    assert client.get("/v1/galleries").status_code == 401  # the API itself still needs one
 
 
 # -- refusals -----------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from facesphere.gallery.errors import EnrollImagesError, refused_images
 from facesphere.gallery.rules import subject_name
 from facesphere.gallery.store import Gallery
 from facesphere.io.files import file_sha256
-from facesphere.io.image import ImageInput, describe_source
+from facesphere.io.image import ImageInput, describe_source, jpeg_thumbnail
 
 if TYPE_CHECKING:
-    from facesphere.pipeline.analyzer import FaceAnalyzer
+    from facesphere.pipeline.analyzer import Face, FaceAnalyzer
 
 
 @dataclass
@@ -56,6 +56,12 @@ def image_sha256(image: ImageInput, pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def face_thumbnail(analyzer: FaceAnalyzer, pixels: np.ndarray, face: Face) -> bytes:
+    """A small JPEG of `face` in `pixels`: its chip aligned to the recognizer's (first)
+    template, what a gallery stores beside the embedding to show the face."""
+    return jpeg_thumbnail(analyzer.align(pixels, [face])[0][0])
+
+
 def enroll_images(
     gallery: Gallery,
     analyzer: FaceAnalyzer,
@@ -76,7 +82,8 @@ def enroll_images(
     enrolls the others (and still fails when no image is usable). A photo already enrolled for
     the subject (same content digest), or given twice, is skipped and listed as a duplicate.
     The analyzer's model must be the gallery's. `create_subject`: make the subject when it is
-    new (else SubjectNotFoundError). labels: the images' names in the report (default: their
+    new (else SubjectNotFoundError). Each face is stored with a thumbnail (`face_thumbnail`).
+    labels: the images' names in the report (default: their
     paths or a description); load: decodes one image, raising ImageError when it is unusable
     (default: `analyzer.load`).
     """
@@ -95,6 +102,7 @@ def enroll_images(
     decode = analyzer.load if load is None else load
     vectors: list[np.ndarray] = []
     sources: list[dict[str, Any]] = []
+    thumbnails: list[bytes] = []
     used: list[str] = []
     unreadable: list[tuple[str, str]] = []
     no_face: list[str] = []
@@ -124,6 +132,7 @@ def enroll_images(
         known.add(sha)
         vectors.append(chosen.embedding)
         sources.append({"sha256": sha, "box": chosen.box, "score": chosen.score})
+        thumbnails.append(face_thumbnail(analyzer, pixels, chosen))
         used.append(label)
     refused = unreadable or no_face or several
     if (refused and not skip_bad) or (not vectors and not duplicates):
@@ -141,5 +150,6 @@ def enroll_images(
         create_subject=create_subject,
         model=card.name,
         model_version=card.version,
+        thumbnails=thumbnails,
     )
     return report

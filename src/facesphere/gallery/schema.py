@@ -9,7 +9,8 @@ from pathlib import Path
 
 from facesphere.gallery.errors import NotAGalleryError
 
-SCHEMA_VERSION = 1
+# Version 2 added `faces.thumbnail` (see `migrate`).
+SCHEMA_VERSION = 2
 # `PRAGMA application_id` of a gallery ("FSGY"), with `PRAGMA user_version` = SCHEMA_VERSION:
 # marks a facesphere gallery in the SQLite header, so that no other database is taken for one.
 APPLICATION_ID = 0x46534759
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS faces (
     source_sha256 TEXT,
     x1 REAL, y1 REAL, x2 REAL, y2 REAL,
     score REAL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    thumbnail BLOB
 );
 CREATE INDEX IF NOT EXISTS faces_by_subject ON faces(subject_id);
 CREATE TRIGGER IF NOT EXISTS faces_inserted AFTER INSERT ON faces BEGIN
@@ -108,6 +110,23 @@ def mark(conn: sqlite3.Connection) -> None:
     """Stamp the database as a gallery of this schema version."""
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def has_thumbnails(conn: sqlite3.Connection) -> bool:
+    """Whether the faces table has its `thumbnail` column (schema version 2 on)."""
+    return any(row[1] == "thumbnail" for row in conn.execute("PRAGMA table_info(faces)"))
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older gallery up to SCHEMA_VERSION inside the caller's write transaction:
+    version 2 adds the nullable `faces.thumbnail` (old faces keep none)."""
+    if not has_thumbnails(conn):
+        conn.execute("ALTER TABLE faces ADD COLUMN thumbnail BLOB")
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
+    mark(conn)
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -43,8 +43,10 @@ from facesphere.gallery.schema import (
     SCHEMA_VERSION,
     UNMARKED,
     connect,
+    has_thumbnails,
     inspect_file,
     mark,
+    migrate,
 )
 from facesphere.paths import create_private
 
@@ -72,6 +74,7 @@ class Subject:
     metadata: dict[str, Any]
     created_at: str
     face_count: int
+    first_face_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
@@ -80,6 +83,7 @@ class Subject:
             "metadata": self.metadata,
             "created_at": self.created_at,
             "faces": self.face_count,
+            "first_face_id": self.first_face_id,
         }
 
 
@@ -207,6 +211,7 @@ class Gallery:
             meta = self._read_meta()
             if kind == UNMARKED:
                 self._mark_unmarked()
+            self._thumbnails = self._upgrade()
         except BaseException:
             self._conn.close()
             raise
@@ -309,6 +314,17 @@ class Gallery:
         a read-only one is still recognised by its tables)."""
         with contextlib.suppress(sqlite3.OperationalError), self._transaction(write=True) as conn:
             mark(conn)
+
+    def _upgrade(self) -> bool:
+        """Migrate a gallery of an older schema (when the file is writable: a read-only one is
+        read as it is); whether its faces have the thumbnail column."""
+        if not has_thumbnails(self._conn):
+            with (
+                contextlib.suppress(sqlite3.OperationalError),
+                self._transaction(write=True) as conn,
+            ):
+                migrate(conn)
+        return has_thumbnails(self._conn)
 
     def _read_meta(self) -> dict[str, str]:
         try:
@@ -513,11 +529,13 @@ class Gallery:
         create_subject: bool = True,
         model: str | None = None,
         model_version: str | None = None,
+        thumbnails: Sequence[bytes | None] | None = None,
     ) -> list[int]:
         """Add faces of `subject` in one transaction (all or none); returns their face ids.
 
         embeddings: (N, dim) vectors (normalised here); sources: per face, a mapping with any
-        of `sha256`, `box` (x1, y1, x2, y2) and `score`; metadata: merged into the subject's;
+        of `sha256`, `box` (x1, y1, x2, y2) and `score`; thumbnails: per face, a small JPEG of
+        it or None (see `face_thumbnail`); metadata: merged into the subject's;
         model / model_version: what made the embeddings (None: the gallery's own). A new
         subject's name and the metadata follow `gallery.rules` (else InvalidSubjectError); a
         photo (`sha256`) given twice or already enrolled for the subject: DuplicateFaceError.
@@ -531,6 +549,12 @@ class Gallery:
             sources = [None] * len(vectors)
         if len(sources) != len(vectors):
             raise GalleryError(f"{len(sources)} sources for {len(vectors)} embeddings")
+        if thumbnails is None:
+            thumbnails = [None] * len(vectors)
+        if len(thumbnails) != len(vectors):
+            raise GalleryError(f"{len(thumbnails)} thumbnails for {len(vectors)} embeddings")
+        if not all(t is None or isinstance(t, bytes) for t in thumbnails):
+            raise GalleryError("a thumbnail must be bytes (a JPEG) or None")
         rows = [_source_fields(s) for s in sources]
         digests = [row[0] for row in rows if row[0] is not None]
         if len(set(digests)) != len(digests):
@@ -545,8 +569,8 @@ class Gallery:
                 )
                 self._refuse_enrolled(conn, subject_id, digests)
                 ids = [
-                    self._insert_face(conn, subject_id, vector, row, created)
-                    for vector, row in zip(vectors, rows)
+                    self._insert_face(conn, subject_id, vector, row, thumbnail, created)
+                    for vector, row, thumbnail in zip(vectors, rows, thumbnails)
                 ]
                 after = self._generation(conn)
             self._after_write(before, after, added=(np.array(ids, np.int64), vectors))
@@ -640,11 +664,13 @@ class Gallery:
         subject_id: int,
         vector: np.ndarray,
         source: tuple[Any, ...],
+        thumbnail: bytes | None,
         created: str,
     ) -> int:
         cursor = conn.execute(
             "INSERT INTO faces (subject_id, embedding, model, model_version, source_sha256,"
-            " x1, y1, x2, y2, score, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " x1, y1, x2, y2, score, created_at, thumbnail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 subject_id,
                 vector.astype("<f4").tobytes(),
@@ -652,6 +678,7 @@ class Gallery:
                 self.model_version,
                 *source,
                 created,
+                thumbnail,
             ),
         )
         return int(cursor.lastrowid)
@@ -905,12 +932,12 @@ class Gallery:
     def subjects(self) -> list[Subject]:
         """All subjects with their face counts, by name."""
         query = (
-            "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id) FROM subjects s"
+            "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id), MIN(f.id) FROM subjects s"
             " LEFT JOIN faces f ON f.subject_id = s.id GROUP BY s.id ORDER BY s.name"
         )
         with self._lock:
             rows = self._db().execute(query).fetchall()
-        return [Subject(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
+        return [Subject(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
 
     def subject(self, name: str) -> Subject:
         """One subject (SubjectNotFoundError if absent); `name` may be in any Unicode
@@ -921,11 +948,12 @@ class Gallery:
             if found is None:
                 raise SubjectNotFoundError(f"no subject named {name!r}")
             row = conn.execute(
-                "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id) FROM subjects s"
-                " LEFT JOIN faces f ON f.subject_id = s.id WHERE s.id = ? GROUP BY s.id",
+                "SELECT s.id, s.name, s.metadata, s.created_at, COUNT(f.id), MIN(f.id)"
+                " FROM subjects s LEFT JOIN faces f ON f.subject_id = s.id WHERE s.id = ?"
+                " GROUP BY s.id",
                 (found[0],),
             ).fetchone()
-        return Subject(row[0], row[1], json.loads(row[2]), row[3], row[4])
+        return Subject(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
 
     def faces(self, subject: str | None = None, embeddings: bool = False) -> list[FaceRecord]:
         """Enrolled faces (of one subject, or all), by id; with their embeddings if asked."""
@@ -946,6 +974,15 @@ class Gallery:
             vector = np.frombuffer(r[11], dtype="<f4").astype(np.float32) if embeddings else None
             records.append(FaceRecord(r[0], r[1], r[2], r[3], r[4], box, r[9], r[10], vector))
         return records
+
+    def face_thumbnail(self, face_id: int) -> bytes | None:
+        """The JPEG thumbnail stored with face `face_id` (None: no such face, or none stored)."""
+        if not self._thumbnails:
+            return None
+        with self._lock:
+            query = "SELECT thumbnail FROM faces WHERE id = ?"
+            row = self._db().execute(query, (int(face_id),)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def info(self) -> dict[str, Any]:
         """The gallery's model, dimension, counts and generation."""

@@ -172,3 +172,11 @@ def _array_to_rgb(array: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
         alpha = data[:, :, 3:4].astype(np.float32) / 255.0
         data = (data[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(data)
+
+
+def jpeg_thumbnail(pixels: np.ndarray, side: int = 112, quality: int = 85) -> bytes:
+    """An RGB uint8 image as a `side` x `side` JPEG (resized, not cropped)."""
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).convert("RGB")
+    buffer = io.BytesIO()
+    image.resize((side, side), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()

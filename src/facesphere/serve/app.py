@@ -13,6 +13,9 @@ Cost is bounded per process: analyses run in a fixed number of slots with a boun
 before them and a time budget each (503 with Retry-After beyond), and requests are rate
 limited per client address, per key and, more strictly, per address after failed
 authentications (429 with Retry-After).
+
+A browser needs no key to open the web UI at `/` (it asks for one and keeps it in the tab's
+session storage) or this explorer at `/docs` (and `/redoc`), which work without a network.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from facesphere.serve.config import CONFIG_ENV, ServeConfig
 from facesphere.serve.handlers import install_error_handlers
 from facesphere.serve.limits import BodySizeLimit, KeyGate
+from facesphere.serve.pages import install_pages
 from facesphere.serve.ratelimit import AddressThrottle, KeyThrottle, TokenBuckets
 from facesphere.serve.routes import analysis, galleries, system
 from facesphere.serve.state import ServiceState
@@ -67,6 +71,8 @@ def create_app(config: ServeConfig | None = None, analyzer: FaceAnalyzer | None 
         description=__doc__,
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_pages, with the web UI
+        redoc_url=None,
     )
     app.state.service = state
     # The last added runs first: address limits, key check, key limits, body size, queue.
@@ -82,6 +88,7 @@ def create_app(config: ServeConfig | None = None, analyzer: FaceAnalyzer | None 
     install_error_handlers(app)
     for routes in (system, analysis, galleries):
         app.include_router(routes.router)
+    install_pages(app)
     return app
 
 

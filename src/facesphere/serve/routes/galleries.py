@@ -7,7 +7,7 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from facesphere.gallery import Gallery, enroll_images
 from facesphere.gallery.rules import check_metadata, parse_metadata, subject_name
@@ -136,7 +136,8 @@ async def create_subject(
 def list_subjects(
     name: str = Depends(gallery_reader), state: ServiceState = Depends(service)
 ) -> dict[str, Any]:
-    """All subjects, by name, with their face counts and metadata."""
+    """All subjects, by name, with their face counts, metadata and first face's id (for its
+    thumbnail; null without faces)."""
     return {"subjects": [s.to_dict() for s in state.gallery(name).subjects()]}
 
 
@@ -148,6 +149,33 @@ def get_subject(
     gallery = state.gallery(name)
     found = gallery.subject(subject)
     return {**found.to_dict(), "face_list": [f.to_dict() for f in gallery.faces(subject)]}
+
+
+@router.get(
+    "/v1/galleries/{name}/faces/{face_id}/thumbnail",
+    response_class=Response,
+    responses={**GALLERY_ERRORS, 200: {"content": {"image/jpeg": {}}}},
+)
+def face_thumbnail(
+    face_id: int, name: str = Depends(gallery_reader), state: ServiceState = Depends(service)
+) -> Response:
+    """The small JPEG of an enrolled face (its aligned chip), stored when it was enrolled;
+    404 for a face enrolled without one, or no such face."""
+    thumbnail = state.gallery(name).face_thumbnail(face_id)
+    if thumbnail is None:
+        raise HTTPException(404, f"no thumbnail of face {face_id} in gallery {name!r}")
+    return Response(thumbnail, media_type="image/jpeg")
+
+
+@router.delete("/v1/galleries/{name}/faces/{face_id}", responses=GALLERY_ERRORS)
+def delete_face(
+    face_id: int, name: str = Depends(gallery_writer), state: ServiceState = Depends(service)
+) -> dict[str, Any]:
+    """Remove one enrolled face (its subject stays, even with no face left); 404 when the
+    gallery has no such face."""
+    if state.gallery(name).remove_faces([face_id]) == 0:
+        raise HTTPException(404, f"no face {face_id} in gallery {name!r}")
+    return {"face_id": face_id, "removed": True}
 
 
 @router.delete("/v1/galleries/{name}/subjects/{subject}", responses=GALLERY_ERRORS)
