@@ -414,20 +414,66 @@ def test_not_found_and_bad_names(
     assert empty.json()["faces"][0]["matches"] == []
     assert client.get("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
     assert client.delete("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
-    assert (
-        client.post(
-            "/v1/galleries/empty/subjects/nobody/faces",
-            files={"images": upload(b"x")},
-            headers=write,
-        ).status_code
-        == 404
+    unreadable = client.post(
+        "/v1/galleries/empty/subjects/nobody/faces", files={"images": upload(b"x")}, headers=write
     )
+    assert unreadable.status_code == 422, unreadable.text
+    assert client.get("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
     for bad in ("bad name", "a$b", ".hidden", "..."):
         response = client.get(f"/v1/galleries/{bad}/subjects", headers=write)
         assert response.status_code == 422, bad
     for body in ({"name": ""}, {"name": "a/b"}, {"name": "x", "metadata": [1]}, ["x"]):
         response = client.post("/v1/galleries/empty/subjects", json=body, headers=write)
         assert response.status_code == 422, body
+
+
+def test_enroll_creates_the_subject(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    write, read = auth(keys["write"]), auth(keys["read"])
+    base = "/v1/galleries/onestep"
+    assert client.put(base, headers=write).status_code == 201
+    faces = f"{base}/subjects/Colin_Powell/faces"
+    refused = client.post(
+        faces, files={"images": upload(photos["powell1"])}, data={"metadata": "{}"}, headers=read
+    )
+    assert refused.status_code == 403
+    bad_meta = client.post(
+        faces, files={"images": upload(photos["powell1"])}, data={"metadata": "[1]"}, headers=write
+    )
+    assert bad_meta.status_code == 422, bad_meta.text
+    no_face = client.post(faces, files={"images": upload(photos["blank"])}, headers=write)
+    assert no_face.status_code == 422
+    for bad in ("%20lead", "a%E2%80%8Bb"):  # a leading space, a zero-width space
+        named = client.post(
+            f"{base}/subjects/{bad}/faces", files={"images": upload(photos["powell1"])},
+            headers=write,
+        )  # fmt: skip
+        assert named.status_code == 422, (bad, named.text)
+    assert client.get(f"{base}/subjects", headers=read).json()["subjects"] == []
+
+    created = client.post(
+        faces,
+        files={"images": upload(photos["powell1"], "p1.jpg")},
+        data={"metadata": '{"role": "SoS"}'},
+        headers=write,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["subject_created"] is True
+    assert created.json()["enrolled"] == ["p1.jpg"] and len(created.json()["face_ids"]) == 1
+    subject = client.get(f"{base}/subjects/Colin_Powell", headers=read).json()
+    assert subject["metadata"] == {"role": "SoS"} and subject["faces"] == 1
+
+    more = client.post(
+        faces,
+        files={"images": upload(photos["powell2"], "p2.jpg")},
+        data={"metadata": '{"term": 1}'},
+        headers=write,
+    )
+    assert more.status_code == 201, more.text
+    assert more.json()["subject_created"] is False and len(more.json()["face_ids"]) == 1
+    subject = client.get(f"{base}/subjects/Colin_Powell", headers=read).json()
+    assert subject["metadata"] == {"role": "SoS", "term": 1} and subject["faces"] == 2
 
 
 def test_gallery_of_another_model(

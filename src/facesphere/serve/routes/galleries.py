@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from facesphere.gallery import Gallery, enroll_images
+from facesphere.gallery import Gallery, SubjectNotFoundError, enroll_images
 from facesphere.gallery.rules import check_metadata, parse_metadata, subject_name
 from facesphere.serve.deps import (
     ERRORS,
@@ -166,23 +166,35 @@ def delete_subject(
 )
 def add_faces(
     subject: str,
+    name: str = Depends(gallery_writer),
     images: list[UploadFile] = File(..., description="Photos of the subject."),
+    metadata: str | None = Form(
+        None,
+        description="A JSON object merged into the subject's metadata (stored with a new subject).",
+    ),
     skip_bad: bool = Query(False, description="Enroll the usable photos, skip the rest."),
     face: Literal["largest", "central"] | None = Query(
         None,
         description="Which face of a photo with several to enroll (default: refuse such photos).",
     ),
-    name: str = Depends(gallery_writer),
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
-    """Enroll the face of each photo, all in one transaction.
+    """Enroll the face of each photo, all in one transaction, creating the subject (with
+    `metadata`) when it is new; `subject_created` says whether it was.
 
     A photo that is unreadable, has no face, or has several and no `face` choice: 422 listing
-    them, nothing enrolled (unless `skip_bad`, which still fails when no photo is usable). A
-    photo already enrolled for the subject is skipped and listed in `duplicates`.
+    them, nothing enrolled and no subject created (unless `skip_bad`, which still fails when
+    no photo is usable). A photo already enrolled for the subject is skipped and listed in
+    `duplicates`. An invalid subject name or metadata: 422 before any analysis.
     """
     gallery = state.gallery(name)
-    gallery.subject(subject)  # 404 before any analysis
+    meta = None if metadata is None else parse_metadata(metadata)
+    subject_name(subject)  # 422 before any analysis
+    try:
+        gallery.subject(subject)
+        created = False
+    except SubjectNotFoundError:
+        created = True
     labels = [upload.filename or f"images[{number}]" for number, upload in enumerate(images)]
     with state.analyzing() as analyzer:
         report = enroll_images(
@@ -190,13 +202,13 @@ def add_faces(
             analyzer,
             subject,
             [read_upload(upload) for upload in images],
+            meta,
             skip_bad=skip_bad,
-            create_subject=False,
             labels=labels,
             load=state.decode,
             face=face,
         )
-    return report.to_dict()
+    return {**report.to_dict(), "subject_created": created}
 
 
 @router.post("/v1/galleries/{name}/identify", responses={**GALLERY_ERRORS, **_MODEL_CONFLICT})
