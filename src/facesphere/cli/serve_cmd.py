@@ -41,6 +41,12 @@ def serve(
     max_pixels: int = typer.Option(
         DEFAULTS.max_pixels, "--max-pixels", min=1, help="Largest image accepted, in pixels."
     ),
+    max_images: int = typer.Option(
+        DEFAULTS.max_images,
+        "--max-images",
+        min=1,
+        help="Images per request to a batch endpoint or an enrollment (413 beyond).",
+    ),
     torch_threads: int | None = typer.Option(
         None,
         "--threads",
@@ -124,6 +130,7 @@ def serve(
         home=str(facesphere_home()),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
+        max_images=max_images,
         analyzer=pipeline.analyzer_config(),
         torch_threads=torch_threads,
         analysis_workers=analysis_workers,

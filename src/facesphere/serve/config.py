@@ -16,6 +16,7 @@ from facesphere.paths import facesphere_home
 
 CONFIG_ENV = "FACESPHERE_SERVE_CONFIG"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_IMAGES = 16
 MAX_DEFAULT_ANALYSIS_WORKERS = 8
 
 
@@ -32,6 +33,7 @@ class ServeConfig:
 
     home: state folder (keys, galleries; None: `facesphere_home()`); max_upload_bytes: request
     body limit (413 beyond); max_pixels: largest image accepted, refused from its header;
+    max_images: images per request to a batch endpoint or an enrollment (413 beyond);
     analyzer: FaceAnalyzer keyword arguments (detector, recognizer, threshold, ...) of the
     analyzer the service builds; torch_threads: torch threads of that analyzer (None: torch's
     default); preload: build the analyzer at startup rather than at the first request.
@@ -50,6 +52,7 @@ class ServeConfig:
     home: str | Path | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_images: int = DEFAULT_MAX_IMAGES
     analyzer: dict[str, Any] = field(default_factory=dict)
     torch_threads: int | None = None
     preload: bool = False
@@ -67,6 +70,7 @@ class ServeConfig:
         if self.analysis_workers is not None:
             _check_number(self, "analysis_workers", 1, integer=True)
         _check_number(self, "queue_size", 0, integer=True)
+        _check_number(self, "max_images", 1, integer=True)
         _check_number(self, "request_timeout_s", 0, above=True)
         for rate in ("key_rate_per_s", "address_rate_per_s", "auth_failures_per_min"):
             _check_number(self, rate, 0)

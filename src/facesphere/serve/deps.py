@@ -1,11 +1,11 @@
-"""What the route modules share: the state and key dependencies, gallery access checks, upload
-reading and the documented error answers."""
+"""What the route modules share: the state and key dependencies, gallery access checks and the
+documented error answers (images are read by `serve.uploads`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, HTTPException, Request, UploadFile
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from facesphere.serve.keys import ApiKey, valid_gallery_name
@@ -61,9 +61,3 @@ def gallery_writer(name: str, key: ApiKey = Depends(api_key)) -> str:
             raise HTTPException(403, "this key is read-only")
         raise HTTPException(403, f"this key is limited to gallery {key.gallery!r}")
     return name
-
-
-def read_upload(upload: UploadFile) -> bytes:
-    """The whole content of an uploaded file."""
-    upload.file.seek(0)
-    return upload.file.read()
