@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 
 import typer
 
@@ -31,6 +32,12 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, help="Worker processes (one analyzer each)."
+    ),
+    galleries: Path | None = typer.Option(
+        None,
+        "--galleries",
+        help="Folder of the galleries served, by name (default: $FACESPHERE_HOME/galleries, "
+        "where `facesphere gallery` verbs put named galleries).",
     ),
     max_upload_mb: float = typer.Option(
         DEFAULTS.max_upload_bytes / 2**20,
@@ -107,8 +114,8 @@ def serve(
 ) -> None:
     """Serve detection, embedding, verification and galleries over HTTP (OpenAPI at /docs).
 
-    Requests need an API key from `facesphere keys create`. Keys and galleries live in
-    $FACESPHERE_HOME (default ~/.facesphere).
+    Requests need an API key from `facesphere keys create`. Keys live in $FACESPHERE_HOME
+    (default ~/.facesphere), galleries in --galleries (default $FACESPHERE_HOME/galleries).
     """
     import uvicorn
 
@@ -128,6 +135,7 @@ def serve(
         torch_threads = max(1, (os.cpu_count() or 1) // workers // analysis_workers)
     config = ServeConfig(  # ConfigError (exit 2) for a non-finite number
         home=str(facesphere_home()),
+        galleries=None if galleries is None else str(galleries.expanduser().resolve()),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
         max_images=max_images,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from facesphere.errors import ConfigError
+from facesphere.gallery.folder import GALLERIES_DIR
 from facesphere.io.image import DEFAULT_MAX_PIXELS
 from facesphere.paths import facesphere_home
 
@@ -31,9 +32,11 @@ def default_analysis_workers(processes: int = 1) -> int:
 class ServeConfig:
     """How to run the service.
 
-    home: state folder (keys, galleries; None: `facesphere_home()`); max_upload_bytes: request
-    body limit (413 beyond); max_pixels: largest image accepted, refused from its header;
-    max_images: images per request to a batch endpoint or an enrollment (413 beyond);
+    home: state folder (keys; None: `facesphere_home()`); galleries: the galleries folder, the
+    one the `facesphere gallery` verbs use by name (None: `<home>/galleries`);
+    max_upload_bytes: request body limit (413 beyond); max_pixels: largest image accepted,
+    refused from its header; max_images: images per request to a batch endpoint or an
+    enrollment (413 beyond);
     analyzer: FaceAnalyzer keyword arguments (detector, recognizer, threshold, ...) of the
     analyzer the service builds; torch_threads: torch threads of that analyzer (None: torch's
     default); preload: build the analyzer at startup rather than at the first request.
@@ -50,6 +53,7 @@ class ServeConfig:
     """
 
     home: str | Path | None = None
+    galleries: str | Path | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_images: int = DEFAULT_MAX_IMAGES
@@ -85,10 +89,17 @@ class ServeConfig:
         """The state folder."""
         return Path(self.home).expanduser() if self.home is not None else facesphere_home()
 
+    def galleries_path(self) -> Path:
+        """The galleries folder."""
+        if self.galleries is None:
+            return self.home_path() / GALLERIES_DIR
+        return Path(self.galleries).expanduser()
+
     def to_json(self) -> str:
         """The configuration as JSON (what `from_json` reads back)."""
         data = asdict(self)
-        data["home"] = None if self.home is None else str(self.home)
+        for folder in ("home", "galleries"):
+            data[folder] = None if data[folder] is None else str(data[folder])
         return json.dumps(data)
 
     @classmethod

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from facesphere.serve.keys import ApiKey, valid_gallery_name
+from facesphere.gallery.folder import valid_gallery_name
+from facesphere.serve.keys import ApiKey
 from facesphere.serve.state import ServiceState
 
 ERRORS: dict[int | str, dict[str, Any]] = {
