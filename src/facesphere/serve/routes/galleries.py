@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from facesphere.errors import ImageError
 from facesphere.gallery import Gallery, SubjectNotFoundError, enroll_images
 from facesphere.gallery.rules import check_metadata, parse_metadata, subject_name
 from facesphere.serve.batch import analyze_each, answer_each, batch_response
@@ -248,21 +249,19 @@ def _identified(
     top_k: int,
     threshold: float,
     model_key: tuple[str, str, int],
-) -> dict[str, Any]:
-    """The `faces` answer of identify: each face located, with its identity and matches."""
-    results = []
-    if faces:
-        model, version, _ = model_key
-        results = gallery.identify(
-            np.stack([f.embedding for f in faces]),
-            top_k=top_k,
-            threshold=threshold,
-            model=model,
-            model_version=version,
-        )
-    return {
-        "faces": [{**face.located(), **result.to_dict()} for face, result in zip(faces, results)]
-    }
+) -> list[dict[str, Any]]:
+    """Each face located, with its identity and matches, from one search of the gallery."""
+    if not faces:
+        return []
+    model, version, _ = model_key
+    results = gallery.identify(
+        np.stack([f.embedding for f in faces]),
+        top_k=top_k,
+        threshold=threshold,
+        model=model,
+        model_version=version,
+    )
+    return [{**face.located(), **result.to_dict()} for face, result in zip(faces, results)]
 
 
 @router.post(
@@ -291,7 +290,7 @@ def identify(
         faces = analyzer.analyze(pixels)
         model_key = analyzer.card.model_key
     found = _identified(gallery, faces, top_k, decided.value, model_key)
-    return {**decided.describe(), "model": gallery.model, **found}
+    return {**decided.describe(), "model": gallery.model, "faces": found}
 
 
 _DECIDED = {
@@ -316,15 +315,15 @@ def identify_batch(
     fpir: float | None = _FPIR,
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
-    """`identify` for each photo of `images`, their faces embedded in shared passes: the
-    threshold and model once, and `results` in their order, each with its `index` and
-    `faces`, or an `error`."""
+    """`identify` for each photo of `images`, their faces embedded in shared passes and
+    searched for in one: the threshold and model once, and `results` in their order, each
+    with its `index` and `faces`, or an `error`."""
     gallery = state.gallery(name)
     decided = gallery.decision_threshold(threshold, fpir)
     with state.analyzing() as analyzer:
         found = analyze_each(state, analyzer, body.images["images"])
         model_key = analyzer.card.model_key
-    results = answer_each(
-        found, lambda faces: _identified(gallery, faces, top_k, decided.value, model_key)
-    )
+    every_face = [face for faces in found if not isinstance(faces, ImageError) for face in faces]
+    rows = iter(_identified(gallery, every_face, top_k, decided.value, model_key))
+    results = answer_each(found, lambda faces: {"faces": [next(rows) for _ in faces]})
     return {**decided.describe(), "model": gallery.model, "results": results}
