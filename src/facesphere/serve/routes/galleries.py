@@ -295,9 +295,9 @@ def identify(
 
 _DECIDED = {
     "threshold": {"type": "number"},
-    "fpir": {"type": "number", "nullable": True},
+    "fpir": {"type": ["number", "null"]},
     "gallery_size": {"type": "integer"},
-    "far": {"type": "number", "nullable": True},
+    "far": {"type": ["number", "null"]},
     "model": {"type": "string"},
 }
 
