@@ -789,6 +789,17 @@ def test_bad_json_images_are_422_naming_the_field(
         response = client.post(path, json=body, headers=read)
         assert response.status_code == 422, (body, response.text)
         assert response.json()["detail"].startswith(detail), response.text
+    twice = client.post(
+        "/v1/detect",
+        files=[("image", upload(photos["powell1"])), ("image", upload(photos["powell2"]))],
+        headers=read,
+    )
+    assert twice.status_code == 422 and twice.json()["detail"] == "image: give one image"
+    as_text = client.post(
+        "/v1/detect/batch", data={"images": "abc"}, files={"x": upload(b"1")}, headers=read
+    )
+    assert as_text.status_code == 422
+    assert as_text.json()["detail"] == "images[0]: must be a file part"
     not_object = client.post("/v1/detect", json=[b64(photos["powell1"])], headers=read)
     assert not_object.status_code == 422
     text = client.post("/v1/detect", content=b"x", headers={**read, "Content-Type": "text/plain"})
