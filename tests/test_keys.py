@@ -11,12 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from facesphere.cli.main import app as cli_app
-from facesphere.serve.keys import (
-    KeyNotFoundError,
-    KeyStore,
-    KeyStoreError,
-    valid_gallery_name,
-)
+from facesphere.gallery.folder import valid_gallery_name
+from facesphere.serve.keys import KeyNotFoundError, KeyStore, KeyStoreError
 
 
 @pytest.fixture

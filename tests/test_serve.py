@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterator
@@ -449,20 +450,66 @@ def test_not_found_and_bad_names(
     assert empty.json()["faces"][0]["matches"] == []
     assert client.get("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
     assert client.delete("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
-    assert (
-        client.post(
-            "/v1/galleries/empty/subjects/nobody/faces",
-            files={"images": upload(b"x")},
-            headers=write,
-        ).status_code
-        == 404
+    unreadable = client.post(
+        "/v1/galleries/empty/subjects/nobody/faces", files={"images": upload(b"x")}, headers=write
     )
+    assert unreadable.status_code == 422, unreadable.text
+    assert client.get("/v1/galleries/empty/subjects/nobody", headers=write).status_code == 404
     for bad in ("bad name", "a$b", ".hidden", "..."):
         response = client.get(f"/v1/galleries/{bad}/subjects", headers=write)
         assert response.status_code == 422, bad
     for body in ({"name": ""}, {"name": "a/b"}, {"name": "x", "metadata": [1]}, ["x"]):
         response = client.post("/v1/galleries/empty/subjects", json=body, headers=write)
         assert response.status_code == 422, body
+
+
+def test_enroll_creates_the_subject(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    write, read = auth(keys["write"]), auth(keys["read"])
+    base = "/v1/galleries/onestep"
+    assert client.put(base, headers=write).status_code == 201
+    faces = f"{base}/subjects/Colin_Powell/faces"
+    refused = client.post(
+        faces, files={"images": upload(photos["powell1"])}, data={"metadata": "{}"}, headers=read
+    )
+    assert refused.status_code == 403
+    bad_meta = client.post(
+        faces, files={"images": upload(photos["powell1"])}, data={"metadata": "[1]"}, headers=write
+    )
+    assert bad_meta.status_code == 422, bad_meta.text
+    no_face = client.post(faces, files={"images": upload(photos["blank"])}, headers=write)
+    assert no_face.status_code == 422
+    for bad in ("%20lead", "a%E2%80%8Bb"):  # a leading space, a zero-width space
+        named = client.post(
+            f"{base}/subjects/{bad}/faces", files={"images": upload(photos["powell1"])},
+            headers=write,
+        )  # fmt: skip
+        assert named.status_code == 422, (bad, named.text)
+    assert client.get(f"{base}/subjects", headers=read).json()["subjects"] == []
+
+    created = client.post(
+        faces,
+        files={"images": upload(photos["powell1"], "p1.jpg")},
+        data={"metadata": '{"role": "SoS"}'},
+        headers=write,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["subject_created"] is True
+    assert created.json()["enrolled"] == ["p1.jpg"] and len(created.json()["face_ids"]) == 1
+    subject = client.get(f"{base}/subjects/Colin_Powell", headers=read).json()
+    assert subject["metadata"] == {"role": "SoS"} and subject["faces"] == 1
+
+    more = client.post(
+        faces,
+        files={"images": upload(photos["powell2"], "p2.jpg")},
+        data={"metadata": '{"term": 1}'},
+        headers=write,
+    )
+    assert more.status_code == 201, more.text
+    assert more.json()["subject_created"] is False and len(more.json()["face_ids"]) == 1
+    subject = client.get(f"{base}/subjects/Colin_Powell", headers=read).json()
+    assert subject["metadata"] == {"role": "SoS", "term": 1} and subject["faces"] == 2
 
 
 def test_gallery_of_another_model(
@@ -731,3 +778,192 @@ def test_serve_with_an_exported_recognizer(
         assert given.status_code == 200, given.text
         assert (given.json()["threshold"], given.json()["far"]) == (-1.0, None)
         assert given.json()["faces"][0]["identity"] == "Colin_Powell"
+
+
+# -- base64 JSON and batches ------------------------------------------------------------------
+
+
+def b64(data: bytes, data_url: bool = False) -> str:
+    text = base64.b64encode(data).decode()
+    return f"data:image/jpeg;base64,{text}" if data_url else text
+
+
+def test_base64_json_answers_as_multipart(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    read = auth(keys["read"])
+    for path in ("/v1/detect", "/v1/embed"):
+        sent = client.post(path, files={"image": upload(photos["powell1"])}, headers=read)
+        for encoded in (b64(photos["powell1"]), b64(photos["powell1"], data_url=True)):
+            posted = client.post(path, json={"image": encoded}, headers=read)
+            assert posted.status_code == 200, posted.text
+            assert posted.json() == sent.json()
+    pair = {"image_a": b64(photos["powell1"]), "image_b": b64(photos["powell2"], True)}
+    verified = client.post("/v1/verify", json=pair, headers=read)
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["same"] is True
+    # base64 wrapped over lines, as MIME writes it
+    wrapped = base64.encodebytes(photos["powell1"]).decode()
+    assert client.post("/v1/detect", json={"image": wrapped}, headers=read).status_code == 200
+
+
+def test_bad_json_images_are_422_naming_the_field(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    read = auth(keys["read"])
+    cases = [
+        ("/v1/detect", {"image": "not base64!"}, "image: not valid base64"),
+        ("/v1/detect", {"image": 12}, "image: must be a base64 string"),
+        ("/v1/detect", {"picture": b64(photos["powell1"])}, "image: no image given"),
+        ("/v1/detect", {"image": b64(b"just text")}, "image: not a recognised image format"),
+        ("/v1/verify", {"image_a": b64(photos["powell1"]), "image_b": "%%"}, "image_b: not valid"),
+        ("/v1/detect/batch", {"images": b64(photos["powell1"])}, "images: must be a list"),
+        ("/v1/detect/batch", {"images": []}, "images: no image given"),
+    ]
+    for path, body, detail in cases:
+        response = client.post(path, json=body, headers=read)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["detail"].startswith(detail), response.text
+    twice = client.post(
+        "/v1/detect",
+        files=[("image", upload(photos["powell1"])), ("image", upload(photos["powell2"]))],
+        headers=read,
+    )
+    assert twice.status_code == 422 and twice.json()["detail"] == "image: give one image"
+    as_text = client.post(
+        "/v1/detect/batch", data={"images": "abc"}, files={"x": upload(b"1")}, headers=read
+    )
+    assert as_text.status_code == 422
+    assert as_text.json()["detail"] == "images[0]: must be a file part"
+    not_object = client.post("/v1/detect", json=[b64(photos["powell1"])], headers=read)
+    assert not_object.status_code == 422
+    text = client.post("/v1/detect", content=b"x", headers={**read, "Content-Type": "text/plain"})
+    assert text.status_code == 415
+
+
+def test_enroll_and_identify_from_json(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    write, read = auth(keys["write"]), auth(keys["read"])
+    base = "/v1/galleries/json"
+    assert client.put(base, headers=write).status_code == 201
+    refused = client.post(
+        f"{base}/subjects/Colin_Powell/faces",
+        json={"images": [b64(photos["powell1"]), "@@"]},
+        headers=write,
+    )
+    assert refused.status_code == 422 and "images[1]: not valid base64" in refused.text
+    enrolled = client.post(
+        f"{base}/subjects/Colin_Powell/faces",
+        json={
+            "images": [b64(photos["powell1"]), b64(photos["powell2"], True)],
+            "metadata": {"role": "SoS"},
+        },
+        headers=write,
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    assert enrolled.json()["subject_created"] is True
+    assert enrolled.json()["enrolled"] == ["images[0]", "images[1]"]
+    subject = client.get(f"{base}/subjects/Colin_Powell", headers=read).json()
+    assert subject["metadata"] == {"role": "SoS"} and subject["faces"] == 2
+    found = client.post(f"{base}/identify", json={"image": b64(photos["powell3"])}, headers=read)
+    assert found.status_code == 200, found.text
+    assert found.json()["faces"][0]["identity"] == "Colin_Powell"
+
+
+def test_batch_detect(client: TestClient, keys: dict[str, str], photos: dict[str, bytes]) -> None:
+    read = auth(keys["read"])
+    images = [photos["powell1"], b"\xff\xd8junk", photos["blank"], photos["blair1"]]
+    answer = client.post(
+        "/v1/detect/batch",
+        files=[("images", upload(data, f"{n}.jpg")) for n, data in enumerate(images)],
+        headers=read,
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["index"] for r in results] == [0, 1, 2, 3]
+    for index in (0, 3):
+        single = client.post("/v1/detect", files={"image": upload(images[index])}, headers=read)
+        assert {k: v for k, v in results[index].items() if k != "index"} == single.json()
+    assert results[1]["error"]["status"] == 422
+    assert results[1]["error"]["detail"].startswith("images[1]: ")
+    assert "faces" not in results[1]
+    assert results[2]["faces"] == [] and (results[2]["width"], results[2]["height"]) == (96, 96)
+    assert len(results[3]["faces"]) == 2  # Tony_Blair_0001 has a second person
+
+
+def test_batch_embed_matches_single_embeds(
+    client: TestClient, keys: dict[str, str], photos: dict[str, bytes]
+) -> None:
+    read = auth(keys["read"])
+    names = ["powell1", "blair2", "chavez"]
+    body = {"images": [b64(photos[n]) for n in names[:2]] + ["@@", b64(photos["chavez"])]}
+    answer = client.post("/v1/embed/batch", json=body, headers=read)
+    assert answer.status_code == 200, answer.text
+    batch = answer.json()
+    assert (batch["model"], batch["dim"]) == ("dlib-resnet+sface", 256)
+    results = batch["results"]
+    assert results[2] == {
+        "index": 2,
+        "error": {"status": 422, "detail": "images[2]: not valid base64"},
+    }
+    for result, name in zip([results[0], results[1], results[3]], names):
+        single = client.post("/v1/embed", files={"image": upload(photos[name])}, headers=read)
+        expected = single.json()["faces"]
+        assert len(result["faces"]) == len(expected) >= 1
+        for got, want in zip(result["faces"], expected):
+            assert got["box"] == pytest.approx(want["box"])
+            assert np.allclose(got["embedding"], want["embedding"], atol=1e-4)
+
+
+def test_batch_identify(client: TestClient, keys: dict[str, str], photos: dict[str, bytes]) -> None:
+    write, read = auth(keys["write"]), auth(keys["read"])
+    base = "/v1/galleries/batch"
+    assert client.put(base, headers=write).status_code == 201
+    for subject, image in (("Colin_Powell", "powell1"), ("Hugo_Chavez", "chavez")):
+        enrolled = client.post(
+            f"{base}/subjects/{subject}/faces", files={"images": upload(photos[image])},
+            headers=write,
+        )  # fmt: skip
+        assert enrolled.status_code == 201, enrolled.text
+    images = [photos["powell3"], photos["blank"], b"junk", photos["blair2"]]
+    answer = client.post(
+        f"{base}/identify/batch",
+        params={"top_k": 1},
+        files=[("images", upload(data)) for data in images],
+        headers=read,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    single = client.post(f"{base}/identify", files={"image": upload(images[0])}, headers=read)
+    assert body["threshold"] == single.json()["threshold"] and body["gallery_size"] == 2
+    results = body["results"]
+    assert results[0]["faces"][0]["identity"] == "Colin_Powell"
+    assert len(results[0]["faces"][0]["matches"]) == 1
+    assert results[1] == {"index": 1, "faces": []}
+    assert results[2]["error"]["detail"].startswith("images[2]: ")
+    assert results[3]["faces"][0]["identity"] is None
+    other = client.post(
+        f"{base}/identify/batch", files={"images": upload(images[0])}, headers=auth(keys["other"])
+    )
+    assert other.status_code == 403
+
+
+def test_batch_schemas_in_openapi(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/v1/detect/batch", "/v1/embed/batch", "/v1/galleries/{name}/identify/batch"):
+        post = paths[path]["post"]
+        content = post["requestBody"]["content"]
+        assert content["multipart/form-data"]["schema"]["properties"]["images"]["type"] == "array"
+        images = content["application/json"]["schema"]["properties"]["images"]
+        assert images["items"]["format"] == "byte"
+        answer = post["responses"]["200"]["content"]["application/json"]["schema"]
+        item = answer["properties"]["results"]["items"]
+        assert {"index", "faces", "error"} <= set(item["properties"])
+    for path, field in (("/v1/detect", "image"), ("/v1/verify", "image_b")):
+        content = paths[path]["post"]["requestBody"]["content"]
+        assert content["application/json"]["schema"]["properties"][field]["format"] == "byte"
+        assert content["multipart/form-data"]["schema"]["properties"][field]["format"] == "binary"
+    enroll = paths["/v1/galleries/{name}/subjects/{subject}/faces"]["post"]["requestBody"]
+    assert "metadata" in enroll["content"]["application/json"]["schema"]["properties"]

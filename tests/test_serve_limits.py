@@ -6,6 +6,7 @@ a real `facesphere serve` on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import math
@@ -120,6 +121,7 @@ def retry_after(response: httpx.Response) -> int:
         ("analysis_workers", 1.5),
         ("queue_size", -1),
         ("queue_size", "8"),
+        ("max_images", 0),
         ("request_timeout_s", 0),
         ("request_timeout_s", float("nan")),
         ("key_rate_per_s", -1.0),
@@ -154,7 +156,7 @@ def test_serve_cli_passes_the_limits(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "serve",
         *("--analysis-workers", "3", "--queue-size", "5", "--request-timeout", "12"),
         *("--key-rate", "7", "--key-burst", "9", "--address-rate", "0", "--address-burst", "4"),
-        *("--auth-failures-per-min", "2", "--auth-failure-burst", "1"),
+        *("--auth-failures-per-min", "2", "--auth-failure-burst", "1", "--max-images", "4"),
     ]
     result = CliRunner().invoke(cli_app, options)
     assert result.exit_code == 0, result.output
@@ -163,6 +165,7 @@ def test_serve_cli_passes_the_limits(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (config.key_rate_per_s, config.key_burst) == (7, 9)
     assert (config.address_rate_per_s, config.address_burst) == (0, 4)
     assert (config.auth_failures_per_min, config.auth_failure_burst) == (2, 1)
+    assert config.max_images == 4 and ServeConfig().max_images == 16
     assert config.torch_threads >= 1
 
     refused = CliRunner().invoke(cli_app, ["serve", "--key-rate", "inf"])
@@ -389,6 +392,76 @@ def test_an_analysis_past_its_budget_keeps_its_slot(
         analyzer.release.set()
     _until(lambda: work.admitted == 0)
     assert detect(client, keys["read"]).status_code == 200
+
+
+def test_a_batch_holds_one_slot_and_stops_at_its_deadline(
+    make_client: Callable[..., TestClient], keys: dict[str, str]
+) -> None:
+    analyzer = GatedAnalyzer()
+    client = make_client(analyzer, analysis_workers=1, queue_size=0, request_timeout_s=0.3)
+    work = client.app.state.service.work
+    files = [("images", (f"{n}.png", PNG)) for n in range(5)]
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            batch = pool.submit(
+                client.post, "/v1/detect/batch", files=files, headers=auth(keys["read"])
+            )
+            analyzer.wait_entered()
+            assert work.admitted == 1  # admitted like any analysis request
+            busy = detect(client, keys["read"])
+            assert busy.status_code == 503 and busy.json()["detail"].startswith("the service is")
+            late = batch.result(WAIT_S)
+        finally:
+            analyzer.release.set()
+    assert late.status_code == 503 and "request budget" in late.json()["detail"]
+    _until(lambda: work.admitted == 0)
+    assert analyzer.calls == 1  # the images after the deadline were never analysed
+    done = client.post("/v1/detect/batch", files=files, headers=auth(keys["read"]))
+    assert done.status_code == 200 and len(done.json()["results"]) == 5
+
+
+def test_too_many_images_are_refused_before_any_analysis(
+    make_client: Callable[..., TestClient], keys: dict[str, str], home: Path
+) -> None:
+    from facesphere.gallery import Gallery
+
+    analyzer = GatedAnalyzer()
+    analyzer.release.set()
+    client = make_client(analyzer, max_images=2)
+    encoded = base64.b64encode(PNG).decode()
+    Gallery.create(home / "galleries" / "g.sqlite", model="fake", dim=4).close()
+    for path in ("/v1/detect/batch", "/v1/embed/batch", "/v1/galleries/g/identify/batch"):
+        multipart = client.post(
+            path, files=[("images", ("a.png", PNG))] * 3, headers=auth(keys["read"])
+        )
+        assert multipart.status_code == 413, multipart.text
+        assert multipart.json()["detail"] == "images: 3 images, over the limit of 2 per request"
+        posted = client.post(path, json={"images": [encoded] * 3}, headers=auth(keys["read"]))
+        assert posted.status_code == 413, posted.text
+    enroll = client.post(
+        "/v1/galleries/g/subjects/x/faces",
+        files=[("images", ("a.png", PNG))] * 3,
+        headers=auth(keys["write"]),
+    )
+    assert enroll.status_code == 413
+    assert analyzer.calls == 0
+    two = client.post(
+        "/v1/detect/batch", json={"images": [encoded] * 2}, headers=auth(keys["read"])
+    )
+    assert two.status_code == 200 and analyzer.calls == 2
+
+
+def test_decoded_images_count_against_the_upload_limit() -> None:
+    from types import SimpleNamespace
+
+    from facesphere.serve.limits import BodyTooLargeError
+    from facesphere.serve.uploads import ImageBody, ImagePart
+
+    state = SimpleNamespace(config=SimpleNamespace(max_images=4), max_upload_bytes=10)
+    body = ImageBody(many="images")
+    body._check({"images": [ImagePart("images[0]", "a", b"12345")] * 2}, state)  # type: ignore[arg-type]
+    with pytest.raises(BodyTooLargeError, match="images of 15 bytes, over the limit of 10"):
+        body._check({"images": [ImagePart("images[0]", "a", b"12345")] * 3}, state)  # type: ignore[arg-type]
 
 
 # -- a real server ----------------------------------------------------------------------------

@@ -361,6 +361,23 @@ def read_frames(path: Path) -> list[np.ndarray]:
     return frames
 
 
+def stored_codec(path: Path) -> str:
+    """The video codec of `path` as ffmpeg reads the file (h264, vp9, mpeg4, ...)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    probe = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    streams = [line for line in probe.stderr.splitlines() if "Video:" in line]
+    assert len(streams) == 1, probe.stderr
+    return streams[0].split("Video:")[1].split()[0].rstrip(",")
+
+
 def test_video_cli_end_to_end(clip: Path, known: dict[str, np.ndarray], tmp_path: Path) -> None:
     from facesphere.gallery import Gallery
 
@@ -403,6 +420,7 @@ def test_video_cli_end_to_end(clip: Path, known: dict[str, np.ndarray], tmp_path
     x1, y1, x2, y2 = by_kind["appear", "Colin_Powell"]["box"]
     assert 5 <= x1 < x2 <= 5 + TILE and 40 <= y1 < y2 <= 40 + TILE
 
+    assert summary["codec"] == "h264" and stored_codec(out) == "h264"
     original, annotated = read_frames(clip), read_frames(out)
     assert len(original) == FRAMES and len(annotated) == FRAMES
     assert annotated[0].shape == original[0].shape
@@ -440,6 +458,78 @@ def test_video_cli_without_gallery_tracks_unnamed(clip: Path, tmp_path: Path) ->
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     assert sorted(e["event"] for e in events) == ["appear", "appear", "leave", "leave"]
     assert all(e["identity"] is None and e["score"] is None for e in events)
+
+
+# -- annotated video codecs ------------------------------------------------------------------
+
+
+def _frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """Frames whose halves have distinct flat colours, different in each frame."""
+    width, height = size
+    frames = []
+    for t in range(count):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[:, : width // 2] = (20 * t, 100, 200 - 10 * t)
+        frame[:, width // 2 :] = (250 - 20 * t, 40 + 10 * t, 60)
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("name", "codecs", "fourccs"),
+    [
+        ("out.mp4", ("h264",), ("avc1", "h264")),
+        ("out.webm", ("vp9", "vp8"), ("vp90", "vp80", "vp09", "vp08")),
+    ],
+)
+def test_written_videos_round_trip_in_browser_codecs(
+    tmp_path: Path, name: str, codecs: tuple[str, ...], fourccs: tuple[str, ...]
+) -> None:
+    from facesphere.video.writer import BROWSER_CODECS, open_writer
+
+    size = (161, 91)  # odd sides: H.264 in yuv420p needs even ones
+    frames = _frames(12, size)
+    writer = open_writer(tmp_path / name, 10.0, *size)
+    assert writer.codec in codecs and writer.codec in BROWSER_CODECS
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    assert stored_codec(tmp_path / name) in codecs
+    capture = cv2.VideoCapture(str(tmp_path / name))
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
+    capture.release()
+    assert fourcc in fourccs, fourcc
+    back = read_frames(tmp_path / name)
+    assert len(back) == len(frames)
+    for written, read in zip(frames, back):
+        assert read.shape[0] >= size[1] and read.shape[1] >= size[0]
+        read = read[: size[1], : size[0]]
+        inner = (slice(10, -10), slice(10, size[0] // 2 - 10))  # away from the colour edge
+        assert np.abs(read[inner].astype(int) - written[inner].astype(int)).mean() < 6
+
+
+def test_without_an_h264_encoder_video_falls_back_with_a_warning(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facesphere.video import writer
+
+    opencv = writer._opencv
+    monkeypatch.setattr(writer, "ffmpeg_executable", lambda: None)
+    monkeypatch.setattr(
+        writer, "_opencv", lambda *a: None if a[3] == "avc1" else opencv(*a)
+    )  # as on a build without H.264 at all
+    out = tmp_path / "plain.mp4"
+    result = runner.invoke(
+        app, ["video", str(clip), "--every", "8", "--out", str(out), "--json-summary", *FAST]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["codec"] == "mp4v"
+    assert "written as mp4v" in result.stderr and "browsers do not play" in result.stderr
+    assert stored_codec(out) == "mpeg4" and len(read_frames(out)) == FRAMES
+    webm = tmp_path / "plain.webm"
+    result = runner.invoke(app, ["video", str(clip), "--every", "8", "--out", str(webm), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr and "annotated video (vp9)" in result.stdout
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -529,3 +619,18 @@ def test_video_boxes_are_clipped_to_the_frame(clip: Path) -> None:
     width, height = SIZE
     for x1, y1, x2, y2 in boxes:
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height, (x1, y1, x2, y2)
+
+
+def test_a_failing_ffmpeg_is_a_video_error(tmp_path: Path) -> None:
+    import imageio_ffmpeg
+
+    from facesphere.errors import VideoError
+    from facesphere.video.writer import FfmpegWriter
+
+    out = tmp_path / "missing-folder" / "x.mp4"  # ffmpeg cannot open it
+    writer = FfmpegWriter(imageio_ffmpeg.get_ffmpeg_exe(), out, 10.0, (64, 48), "libx264")
+    with pytest.raises(VideoError, match="cannot write video"):
+        for frame in _frames(12, (64, 48)):
+            writer.write(frame)
+        writer.release()
+    assert not out.exists()

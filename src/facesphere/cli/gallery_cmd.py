@@ -1,5 +1,7 @@
 """CLI verbs of face galleries: `facesphere gallery create|enroll|identify|list|remove|export|
-import`."""
+import`. A gallery is named (found in the galleries folder that `facesphere serve` serves,
+`--galleries`, default `$FACESPHERE_HOME/galleries`) or given by its path (see
+`gallery.folder`)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,18 @@ gallery_app = FacesphereTyper(
 )
 
 JsonOption = typer.Option(False, "--json", help="Print JSON.")
-GalleryArgument = typer.Argument(..., help="Gallery database file.")
+GalleryArgument = typer.Argument(
+    ...,
+    metavar="GALLERY",
+    help="Gallery: a name in the galleries folder, or a database path (one holding '/' or "
+    "ending in .sqlite, .sqlite3 or .db).",
+)
+GalleriesOption = typer.Option(
+    None,
+    "--galleries",
+    help="Galleries folder for gallery names (default: $FACESPHERE_HOME/galleries, the one "
+    "`facesphere serve` serves).",
+)
 
 
 @contextlib.contextmanager
@@ -42,6 +55,13 @@ def gallery_errors() -> Iterator[None]:
         fail(f"database error: {exc}", EXIT_FAILURE)
 
 
+def _path(gallery: str, galleries: Path | None) -> Path:
+    """The file a gallery argument means (ConfigError, exit 2, for an invalid name)."""
+    from facesphere.gallery.folder import resolve_gallery
+
+    return resolve_gallery(gallery, galleries)
+
+
 def _open(path: Path):
     from facesphere.gallery import Gallery
 
@@ -50,7 +70,7 @@ def _open(path: Path):
 
 @gallery_app.command("create")
 def create(
-    path: Path = GalleryArgument,
+    gallery_name: str = GalleryArgument,
     model: str = typer.Option(
         DEFAULT_RECOGNIZER,
         "--model",
@@ -61,12 +81,14 @@ def create(
     dim: int | None = typer.Option(None, "--dim", min=1, help="Embedding dimension."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Open an existing gallery."),
     json_output: bool = JsonOption,
+    galleries: Path | None = GalleriesOption,
 ) -> None:
     """Create an empty gallery."""
     from facesphere.gallery import Gallery
     from facesphere.pipeline.analyzer import recognizer_card
     from facesphere.recognize.registry import RECOGNIZERS, is_exported_model
 
+    path = _path(gallery_name, galleries)
     with gallery_errors():
         if model in RECOGNIZERS or is_exported_model(model):
             card = recognizer_card(model, {})
@@ -88,7 +110,7 @@ def create(
 @gallery_app.command("enroll")
 @pipeline_options()
 def enroll(
-    path: Path = GalleryArgument,
+    gallery_name: str = GalleryArgument,
     images: list[Path] = typer.Argument(..., help="Photos of the person (one face each)."),
     subject: str = typer.Option(..., "--subject", "-s", help="The person's name."),
     metadata: str | None = typer.Option(None, "--metadata", help="JSON object to store."),
@@ -103,6 +125,7 @@ def enroll(
     ),
     create: bool = typer.Option(False, "--create", help="Create the gallery if missing."),
     json_output: bool = JsonOption,
+    galleries: Path | None = GalleriesOption,
     *,
     pipeline: PipelineOptions,
 ) -> None:
@@ -115,6 +138,7 @@ def enroll(
     from facesphere.gallery import EnrollImagesError, Gallery, enroll_images
     from facesphere.gallery.rules import parse_metadata, subject_name
 
+    path = _path(gallery_name, galleries)
     meta = None if metadata is None else parse_metadata(metadata)
     subject_name(subject)
     with gallery_errors():
@@ -154,16 +178,18 @@ def enroll(
 @gallery_app.command("identify")
 @pipeline_options("identify")
 def identify(
-    path: Path = GalleryArgument,
+    gallery_name: str = GalleryArgument,
     image: Path = typer.Argument(..., help="Photo to identify (every face in it)."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Subjects listed per face."),
     json_output: bool = JsonOption,
+    galleries: Path | None = GalleriesOption,
     *,
     pipeline: PipelineOptions,
 ) -> None:
     """Who is in a photo: the best-matching enrolled subjects of each face, or unknown."""
     import numpy as np
 
+    path = _path(gallery_name, galleries)
     with gallery_errors():
         gallery = _open(path)
     with gallery_errors(), gallery:
@@ -193,8 +219,13 @@ def identify(
 
 
 @gallery_app.command("list")
-def list_subjects(path: Path = GalleryArgument, json_output: bool = JsonOption) -> None:
+def list_subjects(
+    gallery_name: str = GalleryArgument,
+    json_output: bool = JsonOption,
+    galleries: Path | None = GalleriesOption,
+) -> None:
     """The enrolled subjects and their face counts."""
+    path = _path(gallery_name, galleries)
     with gallery_errors(), _open(path) as gallery:
         info = gallery.info()
         subjects = [s.to_dict() for s in gallery.subjects()]
@@ -211,11 +242,13 @@ def list_subjects(path: Path = GalleryArgument, json_output: bool = JsonOption) 
 
 @gallery_app.command("remove")
 def remove(
-    path: Path = GalleryArgument,
+    gallery_name: str = GalleryArgument,
     subject: str = typer.Argument(..., help="Name of the subject to delete."),
     json_output: bool = JsonOption,
+    galleries: Path | None = GalleriesOption,
 ) -> None:
     """Delete a subject and all its faces."""
+    path = _path(gallery_name, galleries)
     with gallery_errors(), _open(path) as gallery:
         removed = gallery.remove_subject(subject)
     if json_output:
@@ -226,12 +259,14 @@ def remove(
 
 @gallery_app.command("export")
 def export(
-    path: Path = GalleryArgument,
+    gallery_name: str = GalleryArgument,
     out: Path = typer.Argument(..., help="Output file (.json or .npz)."),
     fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
     json_output: bool = JsonOption,
+    galleries: Path | None = GalleriesOption,
 ) -> None:
     """Write subjects, metadata and embeddings to a JSON or npz file (owner-only)."""
+    path = _path(gallery_name, galleries)
     with gallery_errors(), _open(path) as gallery:
         counts = gallery.export(out, fmt)
     if json_output:
@@ -243,13 +278,20 @@ def export(
 @gallery_app.command("import")
 def import_(
     source: Path = typer.Argument(..., help="A file written by `gallery export` (.json or .npz)."),
-    path: Path = typer.Argument(..., help="Gallery to make (new, or one without subjects)."),
+    gallery_name: str = typer.Argument(
+        ...,
+        metavar="GALLERY",
+        help="Gallery to make (new, or one without subjects): a name in the galleries folder, "
+        "or a database path.",
+    ),
     fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
     json_output: bool = JsonOption,
+    galleries: Path | None = GalleriesOption,
 ) -> None:
     """Make a gallery from an export: its model, subjects, metadata and embeddings."""
     from facesphere.gallery.export import import_gallery
 
+    path = _path(gallery_name, galleries)
     with gallery_errors():
         counts = import_gallery(source, path, fmt)
     if json_output:

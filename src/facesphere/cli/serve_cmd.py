@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 
 import typer
 
@@ -32,6 +33,12 @@ def serve(
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, help="Worker processes (one analyzer each)."
     ),
+    galleries: Path | None = typer.Option(
+        None,
+        "--galleries",
+        help="Folder of the galleries served, by name (default: $FACESPHERE_HOME/galleries, "
+        "where `facesphere gallery` verbs put named galleries).",
+    ),
     max_upload_mb: float = typer.Option(
         DEFAULTS.max_upload_bytes / 2**20,
         "--max-upload-mb",
@@ -40,6 +47,12 @@ def serve(
     ),
     max_pixels: int = typer.Option(
         DEFAULTS.max_pixels, "--max-pixels", min=1, help="Largest image accepted, in pixels."
+    ),
+    max_images: int = typer.Option(
+        DEFAULTS.max_images,
+        "--max-images",
+        min=1,
+        help="Images per request to a batch endpoint or an enrollment (413 beyond).",
     ),
     torch_threads: int | None = typer.Option(
         None,
@@ -101,8 +114,8 @@ def serve(
 ) -> None:
     """Serve detection, embedding, verification and galleries over HTTP (OpenAPI at /docs).
 
-    Requests need an API key from `facesphere keys create`. Keys and galleries live in
-    $FACESPHERE_HOME (default ~/.facesphere).
+    Requests need an API key from `facesphere keys create`. Keys live in $FACESPHERE_HOME
+    (default ~/.facesphere), galleries in --galleries (default $FACESPHERE_HOME/galleries).
     """
     import uvicorn
 
@@ -122,8 +135,10 @@ def serve(
         torch_threads = max(1, (os.cpu_count() or 1) // workers // analysis_workers)
     config = ServeConfig(  # ConfigError (exit 2) for a non-finite number
         home=str(facesphere_home()),
+        galleries=None if galleries is None else str(galleries.expanduser().resolve()),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
+        max_images=max_images,
         analyzer=pipeline.analyzer_config(),
         torch_threads=torch_threads,
         analysis_workers=analysis_workers,

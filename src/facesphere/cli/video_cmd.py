@@ -16,7 +16,12 @@ def video(
     gallery_path: Path | None = typer.Option(
         None, "--gallery", "-g", help="Gallery to name the faces with (else tracks are unnamed)."
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the annotated video (mp4v)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Write the annotated video: H.264 (.mp4, ...), or VP9/VP8 for a .webm name.",
+    ),
     events_path: Path | None = typer.Option(
         None, "--json", help="Write track events (appear, identity, leave) as JSON lines."
     ),
@@ -42,6 +47,7 @@ def video(
     from facesphere.io.files import check_output
     from facesphere.video.pipeline import open_video, process_video
     from facesphere.video.tracker import TrackerConfig
+    from facesphere.video.writer import BROWSER_CODECS
 
     if out is not None:
         check_output(out, source, gallery_path)
@@ -84,6 +90,12 @@ def video(
             "processed",
             err=True,
         )
+    if summary.codec is not None and summary.codec not in BROWSER_CODECS:
+        typer.echo(
+            f"warning: {out}: written as {summary.codec} (MPEG-4 Part 2), which browsers do not "
+            "play: no H.264 encoder here (install imageio-ffmpeg, or write a .webm name)",
+            err=True,
+        )
     if json_summary:
         print_json(summary.to_dict())
         return
@@ -101,7 +113,7 @@ def video(
             unnamed = ", ".join(f"#{t}" for t in summary.unnamed_tracks)
             typer.echo(f"  unknown: track(s) {unnamed}")
     if out is not None:
-        typer.echo(f"annotated video -> {out}")
+        typer.echo(f"annotated video ({summary.codec}) -> {out}")
     if events_path is not None:
         typer.echo(f"events -> {events_path}")
 

@@ -3,7 +3,12 @@
 Build it with `create_app()` (or run `facesphere serve`). Every `/v1` endpoint needs an API key
 (`Authorization: Bearer fs_...`, see `facesphere keys`): a `read` key may analyse images and
 query galleries, a `write` key may also change them; a key limited to a gallery gets 403 on
-others. Galleries live in `<home>/galleries/<name>.sqlite`.
+others. Galleries live in the galleries folder (`--galleries`, default
+`<home>/galleries`) as `<name>.sqlite`, the folder the `facesphere gallery` verbs use by name.
+
+Images come as multipart file parts or as base64 strings in a JSON object (the same field
+names); the `/batch` forms of detect, embed and identify take several (`images`) and answer
+one result per image, in order, each with its own error where one cannot be used.
 
 What a photo without a face gives, per endpoint: detect, embed and identify answer 200 with an
 empty `faces` list; verify answers 422 naming the field (`image_a` or `image_b`); enrolling

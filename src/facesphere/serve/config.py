@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from facesphere.errors import ConfigError
+from facesphere.gallery.folder import GALLERIES_DIR
 from facesphere.io.image import DEFAULT_MAX_PIXELS
 from facesphere.paths import facesphere_home
 
 CONFIG_ENV = "FACESPHERE_SERVE_CONFIG"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_IMAGES = 16
 MAX_DEFAULT_ANALYSIS_WORKERS = 8
 
 
@@ -30,8 +32,11 @@ def default_analysis_workers(processes: int = 1) -> int:
 class ServeConfig:
     """How to run the service.
 
-    home: state folder (keys, galleries; None: `facesphere_home()`); max_upload_bytes: request
-    body limit (413 beyond); max_pixels: largest image accepted, refused from its header;
+    home: state folder (keys; None: `facesphere_home()`); galleries: the galleries folder, the
+    one the `facesphere gallery` verbs use by name (None: `<home>/galleries`);
+    max_upload_bytes: request body limit (413 beyond); max_pixels: largest image accepted,
+    refused from its header; max_images: images per request to a batch endpoint or an
+    enrollment (413 beyond);
     analyzer: FaceAnalyzer keyword arguments (detector, recognizer, threshold, ...) of the
     analyzer the service builds; torch_threads: torch threads of that analyzer (None: torch's
     default); preload: build the analyzer at startup rather than at the first request.
@@ -48,8 +53,10 @@ class ServeConfig:
     """
 
     home: str | Path | None = None
+    galleries: str | Path | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_images: int = DEFAULT_MAX_IMAGES
     analyzer: dict[str, Any] = field(default_factory=dict)
     torch_threads: int | None = None
     preload: bool = False
@@ -67,6 +74,7 @@ class ServeConfig:
         if self.analysis_workers is not None:
             _check_number(self, "analysis_workers", 1, integer=True)
         _check_number(self, "queue_size", 0, integer=True)
+        _check_number(self, "max_images", 1, integer=True)
         _check_number(self, "request_timeout_s", 0, above=True)
         for rate in ("key_rate_per_s", "address_rate_per_s", "auth_failures_per_min"):
             _check_number(self, rate, 0)
@@ -81,10 +89,17 @@ class ServeConfig:
         """The state folder."""
         return Path(self.home).expanduser() if self.home is not None else facesphere_home()
 
+    def galleries_path(self) -> Path:
+        """The galleries folder."""
+        if self.galleries is None:
+            return self.home_path() / GALLERIES_DIR
+        return Path(self.galleries).expanduser()
+
     def to_json(self) -> str:
         """The configuration as JSON (what `from_json` reads back)."""
         data = asdict(self)
-        data["home"] = None if self.home is None else str(self.home)
+        for folder in ("home", "galleries"):
+            data[folder] = None if data[folder] is None else str(data[folder])
         return json.dumps(data)
 
     @classmethod

@@ -1,14 +1,15 @@
-"""What the route modules share: the state and key dependencies, gallery access checks, upload
-reading and the documented error answers."""
+"""What the route modules share: the state and key dependencies, gallery access checks and the
+documented error answers (images are read by `serve.uploads`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, HTTPException, Request, UploadFile
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from facesphere.serve.keys import ApiKey, valid_gallery_name
+from facesphere.gallery.folder import valid_gallery_name
+from facesphere.serve.keys import ApiKey
 from facesphere.serve.state import ServiceState
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -61,9 +62,3 @@ def gallery_writer(name: str, key: ApiKey = Depends(api_key)) -> str:
             raise HTTPException(403, "this key is read-only")
         raise HTTPException(403, f"this key is limited to gallery {key.gallery!r}")
     return name
-
-
-def read_upload(upload: UploadFile) -> bytes:
-    """The whole content of an uploaded file."""
-    upload.file.seek(0)
-    return upload.file.read()

@@ -23,14 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from facesphere.errors import ServiceError
+from facesphere.gallery.folder import valid_gallery_name
 from facesphere.paths import facesphere_home
 
 KEYS_FILE = "keys.sqlite"
 SCOPES = ("read", "write")
 KEY_PREFIX = "fs"
-
-# Gallery names (and so the gallery a key may be limited to): a file name without separators.
-GALLERY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 _ID_BYTES = 6
 _SECRET_BYTES = 32
@@ -64,11 +62,6 @@ class KeyFileError(KeyStoreError):
 
     exit_code = 1
     http_status = 500
-
-
-def valid_gallery_name(name: str) -> bool:
-    """Whether `name` may name a gallery: letters, digits, `_`, `-` and `.` (not leading)."""
-    return bool(GALLERY_NAME.match(name)) and name not in (".", "..")
 
 
 def _now() -> str:

@@ -15,18 +15,16 @@ import numpy as np
 
 from facesphere.errors import ImageError
 from facesphere.gallery import Gallery, GalleryNotFoundError
+from facesphere.gallery.folder import GALLERY_SUFFIX, gallery_file, gallery_names
 from facesphere.io.image import load_image
 from facesphere.serve.config import ServeConfig
-from facesphere.serve.keys import KEYS_FILE, KeyStore, valid_gallery_name
+from facesphere.serve.keys import KEYS_FILE, KeyStore
 from facesphere.serve.work import WorkQueue
 
 if TYPE_CHECKING:
     from facesphere.pipeline.analyzer import FaceAnalyzer
 
 log = logging.getLogger("facesphere.serve")
-
-GALLERIES_DIR = "galleries"
-GALLERY_SUFFIX = ".sqlite"
 
 
 class ServiceState:
@@ -35,7 +33,8 @@ class ServiceState:
     The analyzer is `analyzer` when given (it keeps its own options), else one built from
     `config.analyzer` on first use; it runs at most `config.analysis_slots()` analyses at once
     (`analyzing()`, from several threads: its models only read their weights). Galleries live
-    in `<home>/galleries/<name>.sqlite` and stay open once used.
+    in the galleries folder (`config.galleries_path()`) as `<name>.sqlite`, and stay open once
+    used.
     """
 
     def __init__(self, config: ServeConfig, analyzer: FaceAnalyzer | None = None) -> None:
@@ -44,7 +43,7 @@ class ServiceState:
         self.keys = KeyStore(self.home / KEYS_FILE)
         self.max_upload_bytes = int(config.max_upload_bytes)
         self.max_pixels = int(config.max_pixels)
-        self.galleries_dir = self.home / GALLERIES_DIR
+        self.galleries_dir = config.galleries_path()
         self._analyzer = analyzer
         self._build_lock = threading.Lock()
         self.work = WorkQueue(config.analysis_slots(), config.queue_size, config.request_timeout_s)
@@ -103,7 +102,7 @@ class ServiceState:
 
     def gallery_path(self, name: str) -> Path:
         """The file of gallery `name`."""
-        return self.galleries_dir / f"{name}{GALLERY_SUFFIX}"
+        return gallery_file(name, self.galleries_dir)
 
     def _cached_gallery(self, name: str) -> Gallery | None:
         """The open gallery `name`, unless its file was deleted or replaced since it was
@@ -149,20 +148,14 @@ class ServiceState:
             gallery.delete()
 
     def gallery_names(self) -> list[str]:
-        """The names of the galleries in the home folder, sorted."""
-        if not self.galleries_dir.is_dir():
-            return []
-        names = [
-            p.name[: -len(GALLERY_SUFFIX)]
-            for p in self.galleries_dir.glob(f"*{GALLERY_SUFFIX}")
-            if p.is_file()
-        ]
-        return sorted(n for n in names if valid_gallery_name(n))
+        """The names of the galleries in the galleries folder, sorted."""
+        return gallery_names(self.galleries_dir)
 
     def public_message(self, message: str) -> str:
         """`message` without the server's paths: a gallery's file becomes its quoted name, any
-        other path under the home folder starts with `<home>`."""
+        other path under the galleries or home folder starts with `<galleries>` or `<home>`."""
         message = self._gallery_file.sub(lambda m: repr(m.group(1)), message)
+        message = message.replace(str(self.galleries_dir), "<galleries>")
         return message.replace(str(self.home), "<home>")
 
     def close(self) -> None:

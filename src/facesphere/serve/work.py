@@ -34,9 +34,11 @@ from facesphere.serve.limits import (
 
 log = logging.getLogger("facesphere.serve")
 
-# POST paths that analyse images: detect, embed, verify, identify and enroll.
+# POST paths that analyse images: detect, embed, verify, identify (and their batch forms) and
+# enroll.
 ANALYSIS_PATH = re.compile(
-    r"/v1/(detect|embed|verify|galleries/[^/]+/(identify|subjects/[^/]+/faces))"
+    r"/v1/((detect|embed)(/batch)?|verify"
+    r"|galleries/[^/]+/(identify(/batch)?|subjects/[^/]+/faces))"
 )
 
 # The monotonic deadline of the request being served (set by AnalysisGate).
@@ -91,6 +93,16 @@ class WorkQueue:
         ahead = max(0, self.admitted - self.slots) + 1
         seconds = math.ceil(self._mean_s * ahead / self.slots)
         return max(1, min(seconds, math.ceil(self.budget_s)))
+
+    def check_deadline(self) -> None:
+        """ServiceBusyError once the request's deadline has passed: a batch checks it between
+        its images, so that work nobody waits for any more stops."""
+        deadline = _DEADLINE.get()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ServiceBusyError(
+                f"not done within the request budget of {self.budget_s:g} s; retry later",
+                self.retry_after(),
+            )
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:

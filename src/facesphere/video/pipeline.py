@@ -25,6 +25,7 @@ from facesphere.errors import VideoError
 from facesphere.io.draw import mark_sizes
 from facesphere.io.files import check_output, file_problem
 from facesphere.video.tracker import Detection, Match, Tracker, TrackerConfig, TrackEvent
+from facesphere.video.writer import FrameWriter, open_writer
 
 DEFAULT_FPS = 25.0
 
@@ -102,6 +103,7 @@ class VideoSummary:
     events_path: str | None = None
     decided: Threshold | None = None  # the naming threshold (None without a gallery)
     frames_expected: int = 0
+    codec: str | None = None  # of the annotated video (see `video.writer`)
 
     @property
     def truncated(self) -> bool:
@@ -128,6 +130,7 @@ class VideoSummary:
             "events": counts,
             "seconds": round(self.seconds, 2),
             "out": self.out,
+            "codec": self.codec,
             "events_path": self.events_path,
             "naming": None if self.decided is None else self.decided.describe(),
         }
@@ -248,25 +251,11 @@ def interpolate_overlays(
     return result
 
 
-def _open_writer(out: Path, fps: float, width: int, height: int) -> Any:
-    import cv2
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VideoError(f"{out}: cannot create its folder ({exc.strerror or exc})") from exc
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        writer.release()
-        raise VideoError(f"{out}: cannot write video (OpenCV mp4v writer did not open)")
-    return writer
-
-
 class AnnotatedWriter:
     """Writes frames with their tracks drawn on. Frames between two detection frames wait
     (`hold`) until the later one is known, so their boxes can be interpolated."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: FrameWriter) -> None:
         self.writer = writer
         self.pending: list[tuple[int, np.ndarray]] = []
         self.previous: dict[int, Overlay] = {}
@@ -369,12 +358,13 @@ def process_video(
     """Track and identify the faces of the video at `path`.
 
     analyzer: a `FaceAnalyzer` (or anything with ``analyze(rgb) -> faces`` with `.box`,
-    `.score`, `.embedding`); gallery: optional `Identifier`; out: annotated video (mp4v);
-    events_path: JSON lines of track events; every: detect on every n-th frame; window:
-    identity smoothing window (observations); threshold: smoothed score needed to name a
-    track (default: the gallery's `decision_threshold(None, fpir)`; without a gallery no track
-    is named). A video that ends before the frames its container declares (a truncated file)
-    is processed as far as it can be read, and its summary says so (`truncated`). Raises
+    `.score`, `.embedding`); gallery: optional `Identifier`; out: annotated video (H.264, or
+    VP9/VP8 for a .webm name: `video.writer`; the summary's `codec`); events_path: JSON lines
+    of track events; every: detect on every n-th frame; window: identity smoothing window
+    (observations); threshold: smoothed score needed to name a track (default: the gallery's
+    `decision_threshold(None, fpir)`; without a gallery no track is named). A video that ends
+    before the frames its container declares (a truncated file) is processed as far as it can
+    be read, and its summary says so (`truncated`). Raises
     VideoError.
     """
     if every < 1:
@@ -408,7 +398,7 @@ def process_video(
         height, width = frame.shape[:2]
         log = EventLog(events_path, on_event)
         if out is not None:
-            annotated = AnnotatedWriter(_open_writer(Path(out), fps, width, height))
+            annotated = AnnotatedWriter(open_writer(out, fps, width, height))
         with _progress_bar(count, progress) as bar:
             while frame is not None:
                 if frames % every == 0:
@@ -458,6 +448,7 @@ def process_video(
         events_path=None if events_path is None else str(events_path),
         decided=decided,
         frames_expected=count,
+        codec=None if annotated is None else annotated.writer.codec,
     )
 
 

@@ -1,18 +1,23 @@
-"""Analysis endpoints: detect, embed and verify the faces of uploaded photos."""
+"""Analysis endpoints: detect, embed and verify the faces of photos (multipart or base64 JSON,
+see `serve.uploads`), one photo or a batch."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, Query
 
-from facesphere.serve.deps import ERRORS, api_key, read_upload, service
+from facesphere.serve.batch import analyze_each, answer_each, batch_response, detect_each
+from facesphere.serve.deps import ERRORS, api_key, service
 from facesphere.serve.state import ServiceState
+from facesphere.serve.uploads import PHOTO, PHOTOS, ImageBody, ImageRequest
 
 if TYPE_CHECKING:
     from facesphere.pipeline.analyzer import Face
 
 router = APIRouter(tags=["analysis"], dependencies=[Depends(api_key)])
+
+PAIR = ImageBody("image_a", "image_b")
 
 
 def face_json(face: Face, embedding: bool = False) -> dict[str, Any]:
@@ -23,40 +28,86 @@ def face_json(face: Face, embedding: bool = False) -> dict[str, Any]:
     return data
 
 
-PHOTO = File(..., description="A photo (JPEG, PNG, ...).")
+def _detected(width: int, height: int, faces: list[Face]) -> dict[str, Any]:
+    return {"width": width, "height": height, "faces": [face_json(f) for f in faces]}
 
 
-@router.post("/v1/detect", responses=ERRORS)
-def detect(image: UploadFile = PHOTO, state: ServiceState = Depends(service)) -> dict[str, Any]:
+def _embedded(faces: list[Face]) -> dict[str, Any]:
+    return {"faces": [face_json(f, embedding=True) for f in faces]}
+
+
+@router.post("/v1/detect", responses=ERRORS, openapi_extra=PHOTO.openapi())
+def detect(
+    body: ImageRequest = Depends(PHOTO), state: ServiceState = Depends(service)
+) -> dict[str, Any]:
     """Faces in the photo, largest first: box, detector score, five landmarks.
 
     No face: 200 with an empty `faces` list.
     """
-    pixels = state.decode(read_upload(image), "image")
+    pixels = state.decode(body.one("image").data, "image")
     with state.analyzing() as analyzer:
         faces = analyzer.detect(pixels)
     height, width = pixels.shape[:2]
-    return {"width": int(width), "height": int(height), "faces": [face_json(f) for f in faces]}
+    return _detected(int(width), int(height), faces)
 
 
-@router.post("/v1/embed", responses=ERRORS)
-def embed(image: UploadFile = PHOTO, state: ServiceState = Depends(service)) -> dict[str, Any]:
+@router.post(
+    "/v1/detect/batch",
+    responses={**ERRORS, **batch_response()},
+    openapi_extra=PHOTOS.openapi(),
+)
+def detect_batch(
+    body: ImageRequest = Depends(PHOTOS), state: ServiceState = Depends(service)
+) -> dict[str, Any]:
+    """`detect` for each photo of `images`: `results` in their order, each with its `index`
+    and `width`, `height`, `faces`, or an `error` for a photo that cannot be used."""
+    with state.analyzing() as analyzer:
+        found = detect_each(state, analyzer, body.images["images"])
+    return {"results": answer_each(found, lambda item: _detected(*item))}
+
+
+@router.post("/v1/embed", responses=ERRORS, openapi_extra=PHOTO.openapi())
+def embed(
+    body: ImageRequest = Depends(PHOTO), state: ServiceState = Depends(service)
+) -> dict[str, Any]:
     """Every face with its unit embedding, largest first.
 
     No face: 200 with an empty `faces` list.
     """
-    pixels = state.decode(read_upload(image), "image")
+    pixels = state.decode(body.one("image").data, "image")
     with state.analyzing() as analyzer:
         faces = analyzer.analyze(pixels)
         model, version, dim = analyzer.card.model_key
-    faces_json = [face_json(f, embedding=True) for f in faces]
-    return {"model": model, "model_version": version, "dim": dim, "faces": faces_json}
+    return {"model": model, "model_version": version, "dim": dim, **_embedded(faces)}
 
 
-@router.post("/v1/verify", responses=ERRORS)
+_MODEL = {
+    "model": {"type": "string"},
+    "model_version": {"type": "string"},
+    "dim": {"type": "integer"},
+}
+
+
+@router.post(
+    "/v1/embed/batch",
+    responses={**ERRORS, **batch_response(_MODEL)},
+    openapi_extra=PHOTOS.openapi(),
+)
+def embed_batch(
+    body: ImageRequest = Depends(PHOTOS), state: ServiceState = Depends(service)
+) -> dict[str, Any]:
+    """`embed` for each photo of `images`, their faces embedded in shared passes: the model,
+    and `results` in their order, each with its `index` and `faces`, or an `error`."""
+    with state.analyzing() as analyzer:
+        found = analyze_each(state, analyzer, body.images["images"])
+        model, version, dim = analyzer.card.model_key
+    results = answer_each(found, _embedded)
+    return {"model": model, "model_version": version, "dim": dim, "results": results}
+
+
+@router.post("/v1/verify", responses=ERRORS, openapi_extra=PAIR.openapi())
 def verify(
-    image_a: UploadFile = File(..., description="The first photo."),
-    image_b: UploadFile = File(..., description="The second photo."),
+    body: ImageRequest = Depends(PAIR),
     threshold: float | None = Query(
         None,
         ge=-1.0,
@@ -80,8 +131,8 @@ def verify(
     A photo without a face: 422 naming its field. A model without a calibration needs
     `threshold` (422 naming the model otherwise); `threshold` and `far` together: 422.
     """
-    pixels_a = state.decode(read_upload(image_a), "image_a")
-    pixels_b = state.decode(read_upload(image_b), "image_b")
+    pixels_a = state.decode(body.one("image_a").data, "image_a")
+    pixels_b = state.decode(body.one("image_b").data, "image_b")
     with state.analyzing() as analyzer:
         result = analyzer.verify(pixels_a, pixels_b, "image_a", "image_b", threshold, far)
     return result.to_dict()

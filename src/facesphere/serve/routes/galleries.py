@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from facesphere.gallery import Gallery, enroll_images
+from facesphere.errors import ImageError
+from facesphere.gallery import Gallery, SubjectNotFoundError, enroll_images
 from facesphere.gallery.rules import check_metadata, parse_metadata, subject_name
+from facesphere.serve.batch import analyze_each, answer_each, batch_response
 from facesphere.serve.deps import (
     ERRORS,
     GALLERY_ERRORS,
     api_key,
     gallery_reader,
     gallery_writer,
-    read_upload,
     service,
 )
 from facesphere.serve.keys import ApiKey
 from facesphere.serve.state import ServiceState
+from facesphere.serve.uploads import (
+    PHOTO,
+    PHOTOS,
+    ImageBody,
+    ImageRequest,
+    content_type,
+    read_json_object,
+)
+
+if TYPE_CHECKING:
+    from facesphere.pipeline.analyzer import Face
 
 router = APIRouter(tags=["galleries"])
 
@@ -50,6 +62,11 @@ _SUBJECT_BODY = {
         },
     }
 }
+
+
+def _metadata(value: Any) -> dict[str, Any] | None:
+    """Subject metadata from a form's JSON text or a JSON body's object (422 otherwise)."""
+    return parse_metadata(value) if isinstance(value, str) else check_metadata(value)
 
 
 def _gallery_json(name: str, gallery: Gallery) -> dict[str, Any]:
@@ -108,25 +125,18 @@ async def create_subject(
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
     """Create a subject (no faces yet) from JSON or a form: `name`, optional `metadata`."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            body = await request.json()
-        except RecursionError as exc:
-            raise HTTPException(422, "body: nested too deeply") from exc
-        except ValueError as exc:
-            raise HTTPException(422, "body: not valid JSON") from exc
-        if not isinstance(body, dict):
-            raise HTTPException(422, "body: must be a JSON object")
+    kind = content_type(request)
+    if kind == "application/json":
+        body = await read_json_object(request)
         subject, metadata = body.get("name"), body.get("metadata")
-    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await request.form()
         subject, metadata = form.get("name"), form.get("metadata")
         await form.close()
     else:
         raise HTTPException(415, "send the subject as JSON or as a form")
     subject = subject_name(subject)
-    meta = parse_metadata(metadata) if isinstance(metadata, str) else check_metadata(metadata)
+    meta = _metadata(metadata)
     gallery = await run_in_threadpool(state.gallery, name)
     created = await run_in_threadpool(gallery.add_subject, subject, meta)
     return created.to_dict()
@@ -187,65 +197,112 @@ def delete_subject(
     return {"subject": subject, "faces_removed": removed}
 
 
+_ENROLL = ImageBody(
+    many="images",
+    extra={
+        "metadata": "A JSON object merged into the subject's metadata (stored with a new subject)."
+    },
+)
+
+
 @router.post(
     "/v1/galleries/{name}/subjects/{subject}/faces",
     status_code=201,
     responses={**GALLERY_ERRORS, **_MODEL_CONFLICT},
+    openapi_extra=_ENROLL.openapi(),
 )
 def add_faces(
     subject: str,
-    images: list[UploadFile] = File(..., description="Photos of the subject."),
+    name: str = Depends(gallery_writer),
+    body: ImageRequest = Depends(_ENROLL),
     skip_bad: bool = Query(False, description="Enroll the usable photos, skip the rest."),
     face: Literal["largest", "central"] | None = Query(
         None,
         description="Which face of a photo with several to enroll (default: refuse such photos).",
     ),
-    name: str = Depends(gallery_writer),
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
-    """Enroll the face of each photo, all in one transaction.
+    """Enroll the face of each photo of `images`, all in one transaction, creating the
+    subject (with `metadata`) when it is new; `subject_created` says whether it was.
 
     A photo that is unreadable, has no face, or has several and no `face` choice: 422 listing
-    them, nothing enrolled (unless `skip_bad`, which still fails when no photo is usable). A
-    photo already enrolled for the subject is skipped and listed in `duplicates`.
+    them, nothing enrolled and no subject created (unless `skip_bad`, which still fails when
+    no photo is usable). A photo already enrolled for the subject is skipped and listed in
+    `duplicates`. An invalid subject name or metadata: 422 before any analysis.
     """
     gallery = state.gallery(name)
-    gallery.subject(subject)  # 404 before any analysis
-    labels = [upload.filename or f"images[{number}]" for number, upload in enumerate(images)]
+    meta = _metadata(body.fields["metadata"])
+    subject_name(subject)  # 422 before any analysis
+    try:
+        gallery.subject(subject)
+        created = False
+    except SubjectNotFoundError:
+        created = True
+    images = body.images["images"]
     with state.analyzing() as analyzer:
         report = enroll_images(
             gallery,
             analyzer,
             subject,
-            [read_upload(upload) for upload in images],
+            [part.data for part in images],
+            meta,
             skip_bad=skip_bad,
-            create_subject=False,
-            labels=labels,
+            labels=[part.label for part in images],
             load=state.decode,
             face=face,
         )
-    return report.to_dict()
+    return {**report.to_dict(), "subject_created": created}
 
 
-@router.post("/v1/galleries/{name}/identify", responses={**GALLERY_ERRORS, **_MODEL_CONFLICT})
+_TOP_K = Query(5, ge=1, le=100, description="Subjects listed per face.")
+_THRESHOLD = Query(
+    None,
+    ge=-1.0,
+    le=1.0,
+    description="Similarity needed for an identity (default: the gallery model's "
+    "identification threshold for the gallery's size).",
+)
+_FPIR = Query(
+    None,
+    gt=0.0,
+    lt=1.0,
+    description="Take the model card's threshold naming this share of strangers "
+    "(false-positive identification rate) in a gallery of this size instead.",
+)
+
+
+def _identified(
+    gallery: Gallery,
+    faces: list[Face],
+    top_k: int,
+    threshold: float,
+    model_key: tuple[str, str, int],
+) -> list[dict[str, Any]]:
+    """Each face located, with its identity and matches, from one search of the gallery."""
+    if not faces:
+        return []
+    model, version, _ = model_key
+    results = gallery.identify(
+        np.stack([f.embedding for f in faces]),
+        top_k=top_k,
+        threshold=threshold,
+        model=model,
+        model_version=version,
+    )
+    return [{**face.located(), **result.to_dict()} for face, result in zip(faces, results)]
+
+
+@router.post(
+    "/v1/galleries/{name}/identify",
+    responses={**GALLERY_ERRORS, **_MODEL_CONFLICT},
+    openapi_extra=PHOTO.openapi(),
+)
 def identify(
-    image: UploadFile = File(..., description="A photo."),
-    top_k: int = Query(5, ge=1, le=100, description="Subjects listed per face."),
-    threshold: float | None = Query(
-        None,
-        ge=-1.0,
-        le=1.0,
-        description="Similarity needed for an identity (default: the gallery model's "
-        "identification threshold for the gallery's size).",
-    ),
-    fpir: float | None = Query(
-        None,
-        gt=0.0,
-        lt=1.0,
-        description="Take the model card's threshold naming this share of strangers "
-        "(false-positive identification rate) in a gallery of this size instead.",
-    ),
     name: str = Depends(gallery_reader),
+    body: ImageRequest = Depends(PHOTO),
+    top_k: int = _TOP_K,
+    threshold: float | None = _THRESHOLD,
+    fpir: float | None = _FPIR,
     state: ServiceState = Depends(service),
 ) -> dict[str, Any]:
     """Who each face in the photo is: `identity` (null when unknown) and the best matches,
@@ -256,21 +313,45 @@ def identify(
     """
     gallery = state.gallery(name)
     decided = gallery.decision_threshold(threshold, fpir)
-    pixels = state.decode(read_upload(image), "image")
+    pixels = state.decode(body.one("image").data, "image")
     with state.analyzing() as analyzer:
         faces = analyzer.analyze(pixels)
-        model, version, _ = analyzer.card.model_key
-    results = []
-    if faces:
-        results = gallery.identify(
-            np.stack([f.embedding for f in faces]),
-            top_k=top_k,
-            threshold=decided.value,
-            model=model,
-            model_version=version,
-        )
-    return {
-        **decided.describe(),
-        "model": gallery.model,
-        "faces": [{**face.located(), **result.to_dict()} for face, result in zip(faces, results)],
-    }
+        model_key = analyzer.card.model_key
+    found = _identified(gallery, faces, top_k, decided.value, model_key)
+    return {**decided.describe(), "model": gallery.model, "faces": found}
+
+
+_DECIDED = {
+    "threshold": {"type": "number"},
+    "fpir": {"type": ["number", "null"]},
+    "gallery_size": {"type": "integer"},
+    "far": {"type": ["number", "null"]},
+    "model": {"type": "string"},
+}
+
+
+@router.post(
+    "/v1/galleries/{name}/identify/batch",
+    responses={**GALLERY_ERRORS, **_MODEL_CONFLICT, **batch_response(_DECIDED)},
+    openapi_extra=PHOTOS.openapi(),
+)
+def identify_batch(
+    name: str = Depends(gallery_reader),
+    body: ImageRequest = Depends(PHOTOS),
+    top_k: int = _TOP_K,
+    threshold: float | None = _THRESHOLD,
+    fpir: float | None = _FPIR,
+    state: ServiceState = Depends(service),
+) -> dict[str, Any]:
+    """`identify` for each photo of `images`, their faces embedded in shared passes and
+    searched for in one: the threshold and model once, and `results` in their order, each
+    with its `index` and `faces`, or an `error`."""
+    gallery = state.gallery(name)
+    decided = gallery.decision_threshold(threshold, fpir)
+    with state.analyzing() as analyzer:
+        found = analyze_each(state, analyzer, body.images["images"])
+        model_key = analyzer.card.model_key
+    every_face = [face for faces in found if not isinstance(faces, ImageError) for face in faces]
+    rows = iter(_identified(gallery, every_face, top_k, decided.value, model_key))
+    results = answer_each(found, lambda faces: {"faces": [next(rows) for _ in faces]})
+    return {**decided.describe(), "model": gallery.model, "results": results}
