@@ -14,21 +14,22 @@ thunder, yunet), in one run, on the same photos:
   the aspect ratio and resized), default options, torch threads as given, after two warm-up
   calls: 1 / median wall seconds per call, and the median CPU ms per call (process time of
   all threads, which other jobs on the machine disturb less than wall time).
-* Agreement with MMOD pseudo-labels, not accuracy: AP at IoU 0.5 against MMOD's own boxes on
-  held-out celeba299/ORL photos (labelled inside this run unless --labels names a file made by
-  `facesphere detector-labels`), AP on held-out synthetic scenes (faces pasted at known boxes,
-  themselves MMOD-like), and thunder's landmark NME (mean point error over the inter-ocular
-  distance) on held-out landmarks5 crops.
+* Agreement rows, not accuracy: AP at IoU 0.5 against the teachers' labels (`yunet` and
+  `retinaface` fused, as `facesphere detector-labels` makes them) on held-out celeba299/ORL
+  photos (labelled inside this run unless --labels names a file), AP on held-out synthetic
+  scenes (faces pasted at known boxes), and thunder's landmark NME (mean point error over the
+  inter-ocular distance) on held-out landmarks5 crops.
 
 yunet and retinaface were trained on WIDER FACE's training split, from which all 260 photos
-come: their WIDER AP here is optimistic (seen data). thunder has not been trained on WIDER.
+come: their WIDER AP here is optimistic (seen data). thunder is trained on the subset's train
+part only, so its dev AP is on photos it never saw and its "all photos" AP is optimistic too.
 
     python bench/detect.py --json out/bench/detect.json
     python bench/detect.py --limit 8 --json /tmp/d.json     # smoke run
     python bench/detect.py --parts speed                     # only the speed table
 
-Nothing from an earlier run is read: the pseudo-labels of the agreement rows are made here
-(about 3 minutes on 2 busy cores for the 763 held-out photos), unless --labels gives a file.
+Nothing from an earlier run is read: the teacher labels of the agreement rows are made here
+(a few minutes on 2 cores for the 763 held-out photos), unless --labels gives a file.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ SPEED_SIZES = ((320, 320), (640, 480), (1920, 1080))
 LABELS = {"cnn": "cnn (MMOD, torch)"}
 NOTES = [
     "yunet and retinaface were trained on the WIDER FACE training split, and these 260 photos "
-    "come from that split, so their AP here is optimistic (seen data); thunder has not been "
-    "trained on WIDER yet.",
-    "Agreement rows compare with MMOD pseudo-labels (and MMOD-like synthetic boxes): agreement "
-    "with MMOD, not accuracy; MMOD scores against its own labels there.",
+    "come from that split, so their AP here is optimistic (seen data); thunder is trained on the "
+    "subset's train part only: its dev AP is on unseen photos.",
+    "Agreement rows compare with the teachers' labels (yunet and retinaface fused): agreement, "
+    "not accuracy; the teachers score against their own labels there.",
 ]
 
 Found = tuple[np.ndarray, np.ndarray]
@@ -155,7 +156,7 @@ def landmark_nme(detector, crops, geometry) -> tuple[float, int, int]:
 
 
 def agreement_sets(args, limit: int | None):
-    """Held-out pseudo-labelled photos (images, MMOD boxes), synthetic scenes, landmark crops
+    """Held-out teacher-labelled photos (images, boxes), synthetic scenes, landmark crops
     and the eye-to-box geometry, built in this run (no file of an earlier run needed)."""
     root = data_dir()
     start = time.perf_counter()
@@ -173,10 +174,10 @@ def agreement_sets(args, limit: int | None):
     maker = SceneMaker(root, labels, crops, held_out=True, seed=12345)
     scenes = [maker.synthetic_eval(i) for i in range(args.synthetic)]
     print(
-        f"agreement sets: {len(labels)} held-out photos pseudo-labelled "
+        f"agreement sets: {len(labels)} held-out photos teacher-labelled "
         f"({'from ' + args.labels if args.labels else 'in this run'}, "
         f"{time.perf_counter() - start:.0f} s); {len(real)} scored "
-        f"({sum(len(t) for t in truth)} MMOD faces), {len(scenes)} synthetic scenes "
+        f"({sum(len(t) for t in truth)} faces), {len(scenes)} synthetic scenes "
         f"({sum(len(s.boxes) for s in scenes)} faces), {len(crops)} landmarks5 crops",
         flush=True,
     )
@@ -220,7 +221,7 @@ def main() -> None:
     )
     parser.add_argument("--weights", default=None, help="thunder weights (default: bundled)")
     parser.add_argument("--speed-images", type=int, default=8, help="photos timed per size")
-    parser.add_argument("--labels", default=None, help="pseudo-label file to reuse (optional)")
+    parser.add_argument("--labels", default=None, help="label file to reuse (optional)")
     parser.add_argument("--real-limit", type=int, default=300)
     parser.add_argument("--synthetic", type=int, default=200)
     parser.add_argument("--landmark-limit", type=int, default=300)
@@ -282,7 +283,7 @@ def main() -> None:
         if agreement is not None:
             (real_images, real_truth), scenes, crops, geometry = agreement
             row["agreement"] = {
-                "ap50_pseudo_labels": detection_ap(
+                "ap50_teacher_labels": detection_ap(
                     [run(detector, im) for im in real_images], real_truth
                 ).ap,
                 "ap50_synthetic": detection_ap(
@@ -327,10 +328,10 @@ def main() -> None:
             ],
         )
     if agreement is not None:
-        keys = ["ap50_pseudo_labels", "ap50_synthetic", "landmark_nme"]
+        keys = ["ap50_teacher_labels", "ap50_synthetic", "landmark_nme"]
         print_table(
-            "Agreement with MMOD pseudo-labels, not accuracy (held-out celeba299/ORL, synthetic "
-            "scenes, landmarks5)",
+            "Agreement with the teachers' labels, not accuracy (held-out celeba299/ORL, "
+            "synthetic scenes, landmarks5)",
             ["detector", *keys],
             [
                 [LABELS.get(n, n)]

@@ -473,7 +473,9 @@ def test_max_side_option_reaches_the_detector(tmp_path: Path) -> None:
     np.testing.assert_allclose(face["box"], small.box * 3, atol=6)
     assert FaceAnalyzer(max_side=0).detector.max_side == 0
     # thunder too works at most max_side px on the longer side, boxes in the original's pixels
-    capped = runner.invoke(app, ["detect", str(large), "-d", "thunder", "--max-side", "250"])
+    capped = runner.invoke(
+        app, ["detect", str(large), "-d", "thunder", "--max-side", "250", "--json"]
+    )
     assert capped.exit_code == 0, capped.output
     (face,) = json.loads(capped.stdout)["faces"][:1]
     assert max(face["box"]) > 250 and face["box"][2] <= 750
