@@ -27,6 +27,7 @@ from facesphere.gallery import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
+from facesphere.gallery.backends.sqlite import SqliteBackend
 from facesphere.pretrained.cards import DLIB_RESNET
 
 # dlib-resnet's identification threshold for the 10-subject gallery of test_open_set_threshold
@@ -97,9 +98,9 @@ def test_create_open_and_errors(tmp_path: Path) -> None:
     with Gallery(path) as g:
         info = g.info()
         assert info["faces"] == 0 and info["dim"] == 512 and info["model"] == "arcface"
-        assert g._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-        assert g._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert g._conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+        assert g.backend._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        assert g.backend._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert g.backend._conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(GalleryError):
@@ -244,7 +245,7 @@ def test_transaction_all_or_nothing(gallery: Gallery, rng, monkeypatch) -> None:
     enroll_people(gallery, rng, 3)
     before = (len(gallery), gallery.generation(), [s.name for s in gallery.subjects()])
     gallery.identify(unit(rng, 1))
-    real_insert = Gallery._insert_face
+    real_insert = SqliteBackend._insert_face
     calls = []
 
     def failing_insert(self, *args, **kwargs):
@@ -253,7 +254,7 @@ def test_transaction_all_or_nothing(gallery: Gallery, rng, monkeypatch) -> None:
             raise RuntimeError("disk on fire")
         return real_insert(self, *args, **kwargs)
 
-    monkeypatch.setattr(Gallery, "_insert_face", failing_insert)
+    monkeypatch.setattr(SqliteBackend, "_insert_face", failing_insert)
     request = unit(rng, 5)
     with pytest.raises(RuntimeError, match="disk on fire"):
         gallery.enroll("newcomer", request, metadata={"a": 1})
@@ -261,7 +262,7 @@ def test_transaction_all_or_nothing(gallery: Gallery, rng, monkeypatch) -> None:
     assert (len(gallery), gallery.generation(), [s.name for s in gallery.subjects()]) == before
     assert gallery.identify(request[0])[0].identity is None
     assert gallery.sync_index()["faces"] == 9
-    monkeypatch.setattr(Gallery, "_insert_face", real_insert)
+    monkeypatch.setattr(SqliteBackend, "_insert_face", real_insert)
     gallery.enroll("newcomer", request)
     assert gallery.identify(request[4])[0].identity == "newcomer"
 
@@ -382,17 +383,18 @@ CHILD_ENROLL = textwrap.dedent(
     rng = np.random.default_rng(7)
     gallery = Gallery(path)
     gallery.identify(rng.standard_normal(128))  # load the index; saved now and then below
-    real_insert = Gallery._insert_face
+    backend = type(gallery.backend)
+    real_insert = backend._insert_face
     count = {"n": 0}
 
-    def insert(self, conn, subject_id, vector, source, created):
+    def insert(self, *args):
         count["n"] += 1
         if count["n"] == stop_at * faces_per_request + 4:
             marker.write_text("inside")  # four faces of request `stop_at` inserted
             time.sleep(120)
-        return real_insert(self, conn, subject_id, vector, source, created)
+        return real_insert(self, *args)
 
-    Gallery._insert_face = insert
+    backend._insert_face = insert
     for i in range(1000):
         v = rng.standard_normal((faces_per_request, 128))
         gallery.enroll(f"s{i:04d}", v)

@@ -56,6 +56,13 @@ class DuplicateFaceError(GalleryError):
     """The same photo (same content digest) is already enrolled for that subject."""
 
 
+def duplicate_photo(sha256: str) -> DuplicateFaceError:
+    """The error for a photo (by digest) enrolled for the subject already."""
+    return DuplicateFaceError(
+        f"the photo with sha256 {sha256[:12]}... is already enrolled for this subject"
+    )
+
+
 class EnrollImagesError(GalleryError):
     """Some images of an enrollment request were unreadable, held no face or several.
 
