@@ -5,6 +5,7 @@ from __future__ import annotations
 from facesphere.errors import GalleryError
 
 __all__ = [
+    "BackendUnavailableError",
     "DuplicateFaceError",
     "EnrollImagesError",
     "GalleryError",
@@ -26,6 +27,12 @@ class GalleryNotFoundError(GalleryError):
 
 class NotAGalleryError(GalleryError):
     """The file is not a facesphere gallery: not SQLite, or another application's database."""
+
+
+class BackendUnavailableError(GalleryError):
+    """The gallery's database failed: unreachable, or a lock not granted in time."""
+
+    http_status = 503
 
 
 class GalleryExistsError(GalleryError):

@@ -116,11 +116,11 @@ class _Subject:
 
 def import_gallery(source: Path, target: str | Path, fmt: str | None = None) -> dict[str, int]:
     """Read a file that `export_gallery` wrote into the gallery `target` (a file, or a back
-    end's URL), which must be new or hold no subject; it is made for the file's model (and model card). The whole file is
-    checked before anything is stored: DataError when it is not such an export, or holds a
-    subject, metadata or embedding a gallery refuses; ModelMismatchError when `target` exists
-    for another model. A photo listed twice for one subject is stored once. Returns
-    {"subjects": n, "faces": m, "duplicates": d}."""
+    end's URL), which must be new or hold no subject; it is made for the file's model (and
+    model card). The whole file is checked before anything is stored: DataError when it is
+    not such an export, or holds a subject, metadata or embedding a gallery refuses;
+    ModelMismatchError when `target` exists for another model. A photo listed twice for one
+    subject is stored once. Returns {"subjects": n, "faces": m, "duplicates": d}."""
     from facesphere.gallery.store import Gallery
 
     chosen = export_format(source, fmt)
