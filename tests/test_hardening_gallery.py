@@ -94,8 +94,8 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture()
-def gallery(tmp_path: Path) -> Iterator[Gallery]:
-    with Gallery.create(tmp_path / "people.db") as g:
+def gallery(gallery_target: str | Path) -> Iterator[Gallery]:
+    with Gallery.create(gallery_target) as g:
         yield g
 
 

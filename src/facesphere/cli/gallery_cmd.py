@@ -29,20 +29,27 @@ gallery_app = FacesphereTyper(
 )
 
 JsonOption = typer.Option(False, "--json", help="Print JSON.")
-GalleryArgument = typer.Argument(..., help="Gallery database file.")
+GalleryArgument = typer.Argument(
+    ..., help="Gallery: a database file, or postgresql://user@host/db?gallery=name."
+)
 
 
 @contextlib.contextmanager
 def gallery_errors() -> Iterator[None]:
-    """Turn database failures (such as a lock held too long) into a one-line exit 1; the
-    gallery's own errors exit 2 like every facesphere error."""
+    """Turn database failures (such as a lock held too long, or a database server out of
+    reach) into a one-line exit 1; the gallery's own errors exit 2 like every facesphere
+    error."""
+    from facesphere.gallery.errors import BackendUnavailableError
+
     try:
         yield
     except sqlite3.Error as exc:
         fail(f"database error: {exc}", EXIT_FAILURE)
+    except BackendUnavailableError as exc:
+        fail(str(exc), EXIT_FAILURE)
 
 
-def _open(path: Path):
+def _open(path: str):
     from facesphere.gallery import Gallery
 
     return Gallery(path)
@@ -50,7 +57,7 @@ def _open(path: Path):
 
 @gallery_app.command("create")
 def create(
-    path: Path = GalleryArgument,
+    path: str = GalleryArgument,
     model: str = typer.Option(
         DEFAULT_RECOGNIZER,
         "--model",
@@ -88,7 +95,7 @@ def create(
 @gallery_app.command("enroll")
 @pipeline_options()
 def enroll(
-    path: Path = GalleryArgument,
+    path: str = GalleryArgument,
     images: list[Path] = typer.Argument(..., help="Photos of the person (one face each)."),
     subject: str = typer.Option(..., "--subject", "-s", help="The person's name."),
     metadata: str | None = typer.Option(None, "--metadata", help="JSON object to store."),
@@ -154,7 +161,7 @@ def enroll(
 @gallery_app.command("identify")
 @pipeline_options("identify")
 def identify(
-    path: Path = GalleryArgument,
+    path: str = GalleryArgument,
     image: Path = typer.Argument(..., help="Photo to identify (every face in it)."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Subjects listed per face."),
     json_output: bool = JsonOption,
@@ -193,7 +200,7 @@ def identify(
 
 
 @gallery_app.command("list")
-def list_subjects(path: Path = GalleryArgument, json_output: bool = JsonOption) -> None:
+def list_subjects(path: str = GalleryArgument, json_output: bool = JsonOption) -> None:
     """The enrolled subjects and their face counts."""
     with gallery_errors(), _open(path) as gallery:
         info = gallery.info()
@@ -211,7 +218,7 @@ def list_subjects(path: Path = GalleryArgument, json_output: bool = JsonOption) 
 
 @gallery_app.command("remove")
 def remove(
-    path: Path = GalleryArgument,
+    path: str = GalleryArgument,
     subject: str = typer.Argument(..., help="Name of the subject to delete."),
     json_output: bool = JsonOption,
 ) -> None:
@@ -226,7 +233,7 @@ def remove(
 
 @gallery_app.command("export")
 def export(
-    path: Path = GalleryArgument,
+    path: str = GalleryArgument,
     out: Path = typer.Argument(..., help="Output file (.json or .npz)."),
     fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
     json_output: bool = JsonOption,
@@ -243,7 +250,9 @@ def export(
 @gallery_app.command("import")
 def import_(
     source: Path = typer.Argument(..., help="A file written by `gallery export` (.json or .npz)."),
-    path: Path = typer.Argument(..., help="Gallery to make (new, or one without subjects)."),
+    path: str = typer.Argument(
+        ..., help="Gallery to make (new, or one without subjects): a file or a database URL."
+    ),
     fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
     json_output: bool = JsonOption,
 ) -> None:

@@ -95,6 +95,12 @@ def serve(
         min=1,
         help="Failed authentications allowed at once.",
     ),
+    gallery_url: str | None = typer.Option(
+        DEFAULTS.gallery_url,
+        "--gallery-url",
+        help="Keep the galleries in this database (postgresql://user@host/db) instead of "
+        "$FACESPHERE_HOME/galleries: every replica pointed at it serves the same galleries.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     *,
     pipeline: PipelineOptions,
@@ -122,6 +128,7 @@ def serve(
         torch_threads = max(1, (os.cpu_count() or 1) // workers // analysis_workers)
     config = ServeConfig(  # ConfigError (exit 2) for a non-finite number
         home=str(facesphere_home()),
+        gallery_url=gallery_url,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
         analyzer=pipeline.analyzer_config(),

@@ -91,6 +91,18 @@ class GalleryBackend(ABC):
         """The local files that hold the gallery (none for a database server)."""
         return []
 
+    # -- a database of galleries (URL back ends) ---------------------------------------------
+
+    @classmethod
+    def gallery_target(cls, database: str, name: str) -> str:
+        """The target of gallery `name` in the database at URL `database`."""
+        raise GalleryError(f"{cls.__name__} has no database of galleries: {database}")
+
+    @classmethod
+    def gallery_names(cls, database: str) -> list[str]:
+        """The names of the galleries in the database at URL `database`, sorted."""
+        raise GalleryError(f"{cls.__name__} has no database of galleries: {database}")
+
     # -- counts ------------------------------------------------------------------------------
 
     @abstractmethod

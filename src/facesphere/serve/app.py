@@ -3,7 +3,8 @@
 Build it with `create_app()` (or run `facesphere serve`). Every `/v1` endpoint needs an API key
 (`Authorization: Bearer fs_...`, see `facesphere keys`): a `read` key may analyse images and
 query galleries, a `write` key may also change them; a key limited to a gallery gets 403 on
-others. Galleries live in `<home>/galleries/<name>.sqlite`.
+others. Galleries live in `<home>/galleries/<name>.sqlite`, or in the database of galleries
+at `ServeConfig.gallery_url` (docs/scale.md).
 
 What a photo without a face gives, per endpoint: detect, embed and identify answer 200 with an
 empty `faces` list; verify answers 422 naming the field (`image_a` or `image_b`); enrolling

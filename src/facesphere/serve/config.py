@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from facesphere.errors import ConfigError
+from facesphere.gallery.backend import backend_for
+from facesphere.gallery.errors import GalleryError
 from facesphere.io.image import DEFAULT_MAX_PIXELS
 from facesphere.paths import facesphere_home
 
@@ -30,7 +32,10 @@ def default_analysis_workers(processes: int = 1) -> int:
 class ServeConfig:
     """How to run the service.
 
-    home: state folder (keys, galleries; None: `facesphere_home()`); max_upload_bytes: request
+    home: state folder (keys, galleries; None: `facesphere_home()`); gallery_url: a database
+    of galleries (`postgresql://user@host/db`) holding the galleries instead of
+    `<home>/galleries`, so that every replica pointed at it serves the same ones (None: files
+    in the home folder); max_upload_bytes: request
     body limit (413 beyond); max_pixels: largest image accepted, refused from its header;
     analyzer: FaceAnalyzer keyword arguments (detector, recognizer, threshold, ...) of the
     analyzer the service builds; torch_threads: torch threads of that analyzer (None: torch's
@@ -48,6 +53,7 @@ class ServeConfig:
     """
 
     home: str | Path | None = None
+    gallery_url: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     analyzer: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +70,11 @@ class ServeConfig:
     auth_failure_burst: int = 10
 
     def __post_init__(self) -> None:
+        if self.gallery_url is not None:
+            try:
+                backend_for(str(self.gallery_url)).gallery_target(str(self.gallery_url), "x")
+            except GalleryError as exc:
+                raise ConfigError(str(exc), "gallery_url") from None
         if self.analysis_workers is not None:
             _check_number(self, "analysis_workers", 1, integer=True)
         _check_number(self, "queue_size", 0, integer=True)

@@ -15,6 +15,7 @@ import numpy as np
 
 from facesphere.errors import ImageError
 from facesphere.gallery import Gallery, GalleryNotFoundError
+from facesphere.gallery.backend import backend_for
 from facesphere.io.image import load_image
 from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KEYS_FILE, KeyStore, valid_gallery_name
@@ -35,7 +36,8 @@ class ServiceState:
     The analyzer is `analyzer` when given (it keeps its own options), else one built from
     `config.analyzer` on first use; it runs at most `config.analysis_slots()` analyses at once
     (`analyzing()`, from several threads: its models only read their weights). Galleries live
-    in `<home>/galleries/<name>.sqlite` and stay open once used.
+    in `<home>/galleries/<name>.sqlite`, or in the database at `config.gallery_url` (gallery
+    `name` of `postgresql://...` is `postgresql://...?gallery=name`), and stay open once used.
     """
 
     def __init__(self, config: ServeConfig, analyzer: FaceAnalyzer | None = None) -> None:
@@ -45,14 +47,19 @@ class ServiceState:
         self.max_upload_bytes = int(config.max_upload_bytes)
         self.max_pixels = int(config.max_pixels)
         self.galleries_dir = self.home / GALLERIES_DIR
+        self.gallery_url = config.gallery_url
+        self._gallery_backend = None if self.gallery_url is None else backend_for(self.gallery_url)
         self._analyzer = analyzer
         self._build_lock = threading.Lock()
         self.work = WorkQueue(config.analysis_slots(), config.queue_size, config.request_timeout_s)
         self._galleries: dict[str, Gallery] = {}
         self._galleries_lock = threading.Lock()
-        self._gallery_file = re.compile(
-            re.escape(str(self.galleries_dir)) + r"/([^/\s]+)" + re.escape(GALLERY_SUFFIX)
-        )
+        if self.gallery_url is None:
+            self._gallery_file = re.compile(
+                re.escape(str(self.galleries_dir)) + r"/([^/\s]+)" + re.escape(GALLERY_SUFFIX)
+            )
+        else:  # a gallery's URL, however its back end prints it
+            self._gallery_file = re.compile(r"[A-Za-z][\w+.-]*://\S*?[?&]gallery=([^\s&]+)")
 
     # -- the analyzer ------------------------------------------------------------------------
 
@@ -101,8 +108,10 @@ class ServiceState:
 
     # -- galleries ---------------------------------------------------------------------------
 
-    def gallery_path(self, name: str) -> Path:
-        """The file of gallery `name`."""
+    def gallery_target(self, name: str) -> str | Path:
+        """Where gallery `name` is: its file, or its URL in the database of galleries."""
+        if self._gallery_backend is not None:
+            return self._gallery_backend.gallery_target(self.gallery_url, name)
         return self.galleries_dir / f"{name}{GALLERY_SUFFIX}"
 
     def _cached_gallery(self, name: str) -> Gallery | None:
@@ -121,7 +130,7 @@ class ServiceState:
             gallery = self._cached_gallery(name)
             if gallery is None:
                 try:
-                    gallery = Gallery(self.gallery_path(name))
+                    gallery = Gallery(self.gallery_target(name))
                 except GalleryNotFoundError:
                     raise GalleryNotFoundError(f"no gallery named {name!r}") from None
                 self._galleries[name] = gallery
@@ -136,8 +145,9 @@ class ServiceState:
             if cached is not None:
                 cached.check_model(*card.model_key)
                 return cached, False
-            existed = self.gallery_path(name).is_file()
-            gallery = Gallery.create(self.gallery_path(name), exist_ok=True, card=card)
+            target = self.gallery_target(name)
+            existed = Gallery.exists(target)
+            gallery = Gallery.create(target, exist_ok=True, card=card)
             self._galleries[name] = gallery
             return gallery, not existed
 
@@ -149,7 +159,11 @@ class ServiceState:
             gallery.delete()
 
     def gallery_names(self) -> list[str]:
-        """The names of the galleries in the home folder, sorted."""
+        """The names of the galleries in the home folder (or the database of galleries),
+        sorted."""
+        if self._gallery_backend is not None:
+            names = self._gallery_backend.gallery_names(self.gallery_url)
+            return [n for n in names if valid_gallery_name(n)]
         if not self.galleries_dir.is_dir():
             return []
         names = [
@@ -160,8 +174,8 @@ class ServiceState:
         return sorted(n for n in names if valid_gallery_name(n))
 
     def public_message(self, message: str) -> str:
-        """`message` without the server's paths: a gallery's file becomes its quoted name, any
-        other path under the home folder starts with `<home>`."""
+        """`message` without the server's paths: a gallery's file (or URL) becomes its quoted
+        name, any other path under the home folder starts with `<home>`."""
         message = self._gallery_file.sub(lambda m: repr(m.group(1)), message)
         return message.replace(str(self.home), "<home>")
 
@@ -172,5 +186,5 @@ class ServiceState:
                 try:
                     gallery.close()
                 except Exception:
-                    log.exception("closing gallery %s failed", gallery.path)
+                    log.exception("closing gallery %s failed", gallery.location)
             self._galleries.clear()

@@ -253,6 +253,25 @@ class PostgresBackend(GalleryBackend):
                 )
         return False
 
+    @classmethod
+    def gallery_target(cls, database: str, name: str) -> str:
+        if "gallery" in dict(parse_qsl(urlsplit(database).query)):
+            raise GalleryError(f"a database URL names no gallery: {_public(database)}")
+        target = (
+            f"{database}{'&' if urlsplit(database).query else '?'}{urlencode({'gallery': name})}"
+        )
+        split_url(target)  # a name the URL cannot carry is refused here
+        return target
+
+    @classmethod
+    def gallery_names(cls, database: str) -> list[str]:
+        location = _public(database)
+        with _database_errors(location), cls._connect(database) as conn:
+            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (GALLERIES,)).fetchone()[0]:
+                return []
+            rows = conn.execute(f'SELECT name FROM {GALLERIES} ORDER BY name COLLATE "C"')
+            return [row[0] for row in rows.fetchall()]
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
