@@ -53,6 +53,8 @@ MAX_EF_SEARCH = 1000
 # Key of the advisory lock under which galleries are created (any constant of our own).
 _CREATE_LOCK = 0x46534759
 _MAX_NAME = 200
+# maintenance_work_mem of an index rebuild (pgvector keeps the graph in it while it fits).
+REBUILD_MEMORY = "2GB"
 _FACE_COLUMNS = (
     "f.id, s.name, f.model, f.model_version, f.source_sha256, f.x1, f.y1, f.x2, f.y2, f.score,"
     " f.created_at"
@@ -90,6 +92,15 @@ def _public(url: str) -> str:
     user = netloc[0].partition(":")[0]
     host = f"{user}@{netloc[2]}" if netloc[1] else netloc[2]
     return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+
+
+def _plain_names(number: int) -> dict[str, str]:
+    """The tables and HNSW index of gallery number `number`."""
+    return {
+        "subjects": f"facesphere_subjects_{number}",
+        "faces": f"facesphere_faces_{number}",
+        "hnsw": f"facesphere_faces_{number}_hnsw",
+    }
 
 
 def _vector_text(vector: np.ndarray) -> str:
@@ -148,14 +159,22 @@ class PostgresBackend(GalleryBackend):
         return psycopg.connect(conninfo, autocommit=True)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[psycopg.Cursor]:
-        """A cursor in one transaction (committed on success, rolled back on any exception),
-        on the connection, opened again if it was lost."""
+    def _cursor(self) -> Iterator[psycopg.Cursor]:
+        """A cursor in autocommit mode (each statement its own transaction) on the
+        connection, opened again if it was lost; searches run at `HNSW_EF_SEARCH`."""
         with _database_errors(self.location):
             if self._conn is None or self._conn.broken:
                 self._conn = self._connect(self._conninfo)
-            with self._conn.transaction(), self._conn.cursor(binary=True) as cur:
+                ef = str(HNSW_EF_SEARCH)
+                self._conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (ef,))
+            with self._conn.cursor(binary=True) as cur:
                 yield cur
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg.Cursor]:
+        """A cursor in one transaction (committed on success, rolled back on any exception)."""
+        with self._cursor() as cur, cur.connection.transaction():
+            yield cur
 
     def _gallery_row(self, cur: psycopg.Cursor) -> tuple | None:
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", (GALLERIES,))
@@ -172,10 +191,11 @@ class PostgresBackend(GalleryBackend):
     def _table_names(number: int) -> dict[str, Any]:
         from psycopg import sql
 
+        names = _plain_names(number)
         return {
-            "s": sql.Identifier(f"facesphere_subjects_{number}"),
-            "f": sql.Identifier(f"facesphere_faces_{number}"),
-            "hnsw": sql.Identifier(f"facesphere_faces_{number}_hnsw"),
+            "s": sql.Identifier(names["subjects"]),
+            "f": sql.Identifier(names["faces"]),
+            "hnsw": sql.Identifier(names["hnsw"]),
         }
 
     def _sql(self, text: str) -> Any:
@@ -239,19 +259,27 @@ class PostgresBackend(GalleryBackend):
                 " y1 double precision, x2 double precision, y2 double precision,"
                 " score double precision, created_at text NOT NULL, thumbnail bytea)",
                 "CREATE INDEX ON {f} (subject_id)",
-                "CREATE INDEX {hnsw} ON {f} USING hnsw (embedding vector_cosine_ops)"
-                " WITH (m = {m}, ef_construction = {ef})",
             ]
             for statement in statements:
-                conn.execute(
-                    sql.SQL(statement).format(
-                        **tables,
-                        dim=sql.Literal(meta.dim),
-                        m=sql.Literal(HNSW_M),
-                        ef=sql.Literal(HNSW_EF_CONSTRUCTION),
-                    )
-                )
+                conn.execute(sql.SQL(statement).format(**tables, dim=sql.Literal(meta.dim)))
+            conn.execute(cls._create_hnsw(tables))
         return False
+
+    @staticmethod
+    def _create_hnsw(tables: dict[str, Any]) -> Any:
+        """The statement making a gallery's HNSW index (cosine distance)."""
+        from psycopg import sql
+
+        return sql.SQL(
+            "CREATE INDEX {hnsw} ON {f} USING hnsw (embedding vector_cosine_ops)"
+            " WITH (m = {m}, ef_construction = {ef})"
+        ).format(**tables, m=sql.Literal(HNSW_M), ef=sql.Literal(HNSW_EF_CONSTRUCTION))
+
+    @property
+    def table_names(self) -> dict[str, str]:
+        """The gallery's tables and HNSW index: {"subjects", "faces", "hnsw"} (for bulk tools
+        such as bench/gallery_backends.py)."""
+        return _plain_names(self._number)
 
     @classmethod
     def gallery_target(cls, database: str, name: str) -> str:
@@ -528,15 +556,25 @@ class PostgresBackend(GalleryBackend):
     # -- search ------------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:
-        with self._transaction() as cur:
+        with self._cursor() as cur:
             return [self._search_one(cur, query, top_k) for query in queries]
 
     def _search_one(self, cur: psycopg.Cursor, query: np.ndarray, top_k: int) -> list[Match]:
         # The top k subjects are the first k distinct subjects among the nearest faces: widen
-        # the search until k turn up or fewer faces than asked for came back. The HNSW scan
-        # returns at most hnsw.ef_search rows, so wider searches than MAX_EF_SEARCH are exact.
+        # the search until k turn up or fewer faces than asked for came back.
         wanted = max(4 * top_k, 16)
         text = _vector_text(query)
+        while True:
+            rows = self._nearest(cur, text, wanted, top_k)
+            seen = int(rows[0][3]) if rows else 0
+            if len(rows) >= top_k or seen < wanted:
+                return [Match(name, float(score), int(fid)) for name, score, fid, _ in rows]
+            wanted *= 4
+
+    def _nearest(self, cur: psycopg.Cursor, text: str, wanted: int, top_k: int) -> list[tuple]:
+        """The best face of each subject among the `wanted` nearest faces, best first, at most
+        `top_k`: (name, cosine, face id, faces seen). The HNSW scan returns at most
+        hnsw.ef_search rows: a wider search raises it, and past MAX_EF_SEARCH scans exactly."""
         search = self._sql(
             "WITH near AS (SELECT id, subject_id, embedding <=> %(q)s::vector AS d FROM {f}"
             " ORDER BY d LIMIT %(n)s),"
@@ -545,17 +583,15 @@ class PostgresBackend(GalleryBackend):
             " SELECT s.name, 1 - b.d, b.id, (SELECT COUNT(*) FROM near) FROM best b"
             " JOIN {s} s ON s.id = b.subject_id ORDER BY b.d, b.id LIMIT %(k)s"
         )
-        while True:
+        args = {"q": text, "n": wanted, "k": top_k}
+        if wanted <= HNSW_EF_SEARCH:  # the session's setting: one statement, one round trip
+            return cur.execute(search, args).fetchall()
+        with cur.connection.transaction():
             if wanted > MAX_EF_SEARCH:
                 cur.execute("SELECT set_config('enable_indexscan', 'off', true)")
             else:
-                ef = str(max(HNSW_EF_SEARCH, wanted))
-                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef,))
-            rows = cur.execute(search, {"q": text, "n": wanted, "k": top_k}).fetchall()
-            seen = int(rows[0][3]) if rows else 0
-            if len(rows) >= top_k or seen < wanted:
-                return [Match(name, float(score), int(fid)) for name, score, fid, _ in rows]
-            wanted *= 4
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(wanted),))
+            return cur.execute(search, args).fetchall()
 
     def index_status(self) -> dict[str, Any]:
         with self._transaction() as cur:
@@ -563,5 +599,9 @@ class PostgresBackend(GalleryBackend):
             return {"kind": "hnsw", "faces": faces, "generation": self._generation(cur)}
 
     def rebuild_index(self) -> None:
+        """Build the HNSW index anew (made again if it was dropped, e.g. for a bulk load),
+        with memory for the whole graph: pgvector builds far faster when it fits."""
         with self._transaction() as cur:
-            cur.execute(self._sql("REINDEX INDEX {hnsw}"))
+            cur.execute(f"SET LOCAL maintenance_work_mem = '{REBUILD_MEMORY}'")
+            cur.execute(self._sql("DROP INDEX IF EXISTS {hnsw}"))
+            cur.execute(self._create_hnsw(self._tables))
