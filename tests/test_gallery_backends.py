@@ -93,6 +93,8 @@ def test_a_deleted_gallery_stops_answering(gallery_target) -> None:
     assert not second.on_disk() and not Gallery.exists(gallery_target)
     with pytest.raises(GalleryNotFoundError):
         second.identify(unit(rng, 1), threshold=-1.0)
+    with pytest.raises(GalleryNotFoundError):
+        second.generation()
     second.close()
     with Gallery.create(gallery_target) as again:  # the name is free again
         assert len(again) == 0

@@ -335,7 +335,10 @@ class PostgresBackend(GalleryBackend):
 
     def _generation(self, cur: psycopg.Cursor) -> int:
         query = f"SELECT generation FROM {GALLERIES} WHERE id = %s"
-        return int(cur.execute(query, (self._number,)).fetchone()[0])
+        row = cur.execute(query, (self._number,)).fetchone()
+        if row is None:
+            raise GalleryNotFoundError(f"gallery {self.location} was deleted")
+        return int(row[0])
 
     def _bump(self, cur: psycopg.Cursor, changed: int) -> None:
         """Add `changed` faces to the generation: the last statement of a write, so that the
