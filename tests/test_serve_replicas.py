@@ -12,6 +12,10 @@ import pytest
 from facesphere.serve.keys import KeyStore
 from facesphere.serve.process import ServerProcess
 
+# Two servers each load the face models (about 30 s on 2 busy cores), as in
+# test_serve_process.py's two-process test: run with `pytest -m slow tests/test_serve_replicas.py`.
+pytestmark = pytest.mark.slow
+
 
 def _photo(shared_data: Path, name: str, number: int) -> tuple[str, bytes]:
     path = shared_data / "lfw" / "images" / name / f"{name}_{number:04d}.jpg"
