@@ -48,3 +48,30 @@ def facesphere_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["FACESPHERE_HOME"]
     else:
         os.environ["FACESPHERE_HOME"] = saved
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """One PostgreSQL + pgvector server for the whole run (see tests/postgres.py)."""
+    from postgres import start_server
+
+    server = start_server(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """The URL of the test server's database (add `gallery=` with `postgres.gallery_url`)."""
+    return postgres_server.get_uri()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def gallery_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a fresh gallery goes, once per back end: a file (SQLite + FAISS), or a new gallery
+    name in the session's PostgreSQL database (PostgreSQL + pgvector)."""
+    if request.param == "sqlite":
+        return tmp_path / "people.db"
+    from postgres import gallery_url
+
+    return gallery_url(request.getfixturevalue("postgres_url"))

@@ -100,8 +100,8 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture()
-def gallery(tmp_path: Path) -> Iterator[Gallery]:
-    with Gallery.create(tmp_path / "people.db") as g:
+def gallery(gallery_target: str | Path) -> Iterator[Gallery]:
+    with Gallery.create(gallery_target) as g:
         yield g
 
 
@@ -618,6 +618,32 @@ def test_cli_import(tmp_path: Path) -> None:
     refused = cli("gallery", "import", junk, tmp_path / "new.db")
     assert refused.exit_code == 2 and "not a facesphere gallery export" in refused.output
     assert not (tmp_path / "new.db").exists()
+
+
+def test_cli_moves_a_gallery_between_back_ends(tmp_path: Path, postgres_url: str) -> None:
+    from postgres import gallery_url
+
+    with _enrolled_gallery(tmp_path / "g.db") as original:
+        expected = _content(original)
+        card = original.card
+    url = gallery_url(postgres_url)
+    steps = [
+        ("gallery", "export", tmp_path / "g.db", tmp_path / "g.npz"),
+        ("gallery", "import", tmp_path / "g.npz", url),  # SQLite -> PostgreSQL
+        ("gallery", "export", url, tmp_path / "pg.json"),
+        ("gallery", "import", tmp_path / "pg.json", tmp_path / "back.db"),  # -> SQLite
+    ]
+    for step in steps:
+        result = cli(*step)
+        assert result.exit_code == 0, (step, result.output)
+    listed = cli("gallery", "list", url, "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["gallery"]["faces"] == 5
+    for target in (url, tmp_path / "back.db"):
+        with Gallery(target) as copy:
+            assert _content(copy) == expected
+            assert copy.card == card
+    again = cli("gallery", "import", tmp_path / "g.npz", url)
+    assert again.exit_code == 2 and "already holds subjects" in again.output
 
 
 def test_import_refuses_what_does_not_match(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ def test_gallery_arguments_are_names_or_paths(
     assert resolve_gallery("team.v2", tmp_path) == tmp_path / "team.v2.sqlite"
     for path in ("people.db", "people.sqlite", "old.SQLITE3", "./team", "sub/team", "/x/team"):
         assert resolve_gallery(path, tmp_path) == Path(path), path
+    url = "postgresql://app@db.internal/faces?gallery=team"
+    assert resolve_gallery(url, tmp_path) == url  # a database URL is kept as it is
     for bad in ("bad name", ".hidden", "-x", "a$b"):
         with pytest.raises(ConfigError, match="invalid gallery name"):
             resolve_gallery(bad, tmp_path)
@@ -73,6 +75,20 @@ def _serve_config(monkeypatch: pytest.MonkeyPatch, *args: str) -> ServeConfig:
     result = runner.invoke(cli_app, ["serve", *args])
     assert result.exit_code == 0, result.output
     return ServeConfig.from_env()
+
+
+def test_a_galleries_folder_or_a_database_of_galleries_not_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://app@db.internal/faces"
+    with pytest.raises(ConfigError, match="not both"):
+        ServeConfig(galleries=str(tmp_path), gallery_url=url)
+    monkeypatch.setenv("FACESPHERE_HOME", str(tmp_path / "home"))
+    assert _serve_config(monkeypatch, "--gallery-url", url).gallery_url == url
+    result = runner.invoke(cli_app, ["serve", "--galleries", str(tmp_path), "--gallery-url", url])
+    assert result.exit_code == 2
+    assert "--galleries" in result.output and "--gallery-url" in result.output
+    assert "not both" in result.output
 
 
 def _enroll(galleries: Path, shared_data: Path) -> None:

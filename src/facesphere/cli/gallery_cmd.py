@@ -1,7 +1,7 @@
 """CLI verbs of face galleries: `facesphere gallery create|enroll|identify|list|remove|export|
 import`. A gallery is named (found in the galleries folder that `facesphere serve` serves,
-`--galleries`, default `$FACESPHERE_HOME/galleries`) or given by its path (see
-`gallery.folder`)."""
+`--galleries`, default `$FACESPHERE_HOME/galleries`), given by its path, or by a database URL
+such as `postgresql://user@host/db?gallery=name` (see `gallery.folder`)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ JsonOption = typer.Option(False, "--json", help="Print JSON.")
 GalleryArgument = typer.Argument(
     ...,
     metavar="GALLERY",
-    help="Gallery: a name in the galleries folder, or a database path (one holding '/' or "
-    "ending in .sqlite, .sqlite3 or .db).",
+    help="Gallery: a name in the galleries folder, a database path (one holding '/' or ending "
+    "in .sqlite, .sqlite3 or .db), or a database URL: postgresql://user@host/db?gallery=name.",
 )
 GalleriesOption = typer.Option(
     None,
@@ -47,22 +47,28 @@ GalleriesOption = typer.Option(
 
 @contextlib.contextmanager
 def gallery_errors() -> Iterator[None]:
-    """Turn database failures (such as a lock held too long) into a one-line exit 1; the
-    gallery's own errors exit 2 like every facesphere error."""
+    """Turn database failures (such as a lock held too long, or a database server out of
+    reach) into a one-line exit 1; the gallery's own errors exit 2 like every facesphere
+    error."""
+    from facesphere.gallery.errors import BackendUnavailableError
+
     try:
         yield
     except sqlite3.Error as exc:
         fail(f"database error: {exc}", EXIT_FAILURE)
+    except BackendUnavailableError as exc:
+        fail(str(exc), EXIT_FAILURE)
 
 
-def _path(gallery: str, galleries: Path | None) -> Path:
-    """The file a gallery argument means (ConfigError, exit 2, for an invalid name)."""
+def _path(gallery: str, galleries: Path | None) -> str | Path:
+    """The gallery an argument means: a URL, a file, or a name in the galleries folder
+    (ConfigError, exit 2, for an invalid name)."""
     from facesphere.gallery.folder import resolve_gallery
 
     return resolve_gallery(gallery, galleries)
 
 
-def _open(path: Path):
+def _open(path: str | Path):
     from facesphere.gallery import Gallery
 
     return Gallery(path)
@@ -282,7 +288,7 @@ def import_(
         ...,
         metavar="GALLERY",
         help="Gallery to make (new, or one without subjects): a name in the galleries folder, "
-        "or a database path.",
+        "a database path or a database URL.",
     ),
     fmt: str | None = typer.Option(None, "--format", help="json or npz (default: by suffix)."),
     json_output: bool = JsonOption,

@@ -37,7 +37,7 @@ def serve(
         None,
         "--galleries",
         help="Folder of the galleries served, by name (default: $FACESPHERE_HOME/galleries, "
-        "where `facesphere gallery` verbs put named galleries).",
+        "where `facesphere gallery` verbs put named galleries). Not with --gallery-url.",
     ),
     max_upload_mb: float = typer.Option(
         DEFAULTS.max_upload_bytes / 2**20,
@@ -108,6 +108,13 @@ def serve(
         min=1,
         help="Failed authentications allowed at once.",
     ),
+    gallery_url: str | None = typer.Option(
+        DEFAULTS.gallery_url,
+        "--gallery-url",
+        help="Serve the galleries of this database (postgresql://user@host/db) instead of a "
+        "galleries folder: every replica pointed at it serves the same galleries. Not with "
+        "--galleries.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     *,
     pipeline: PipelineOptions,
@@ -115,13 +122,19 @@ def serve(
     """Serve detection, embedding, verification and galleries over HTTP (OpenAPI at /docs).
 
     Requests need an API key from `facesphere keys create`. Keys live in $FACESPHERE_HOME
-    (default ~/.facesphere), galleries in --galleries (default $FACESPHERE_HOME/galleries).
+    (default ~/.facesphere); galleries in --galleries (default $FACESPHERE_HOME/galleries),
+    or, instead, in the database of --gallery-url.
     """
     import uvicorn
 
     from facesphere.paths import facesphere_home
     from facesphere.serve.config import CONFIG_ENV, default_analysis_workers
 
+    if galleries is not None and gallery_url is not None:
+        fail(
+            "give --galleries (a folder of galleries) or --gallery-url (a database of "
+            "galleries), not both"
+        )
     pipeline.check()  # bad options fail here, before the workers start
     if not _is_loopback(host):
         typer.echo(
@@ -136,6 +149,7 @@ def serve(
     config = ServeConfig(  # ConfigError (exit 2) for a non-finite number
         home=str(facesphere_home()),
         galleries=None if galleries is None else str(galleries.expanduser().resolve()),
+        gallery_url=gallery_url,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
         max_images=max_images,

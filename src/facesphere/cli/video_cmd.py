@@ -13,7 +13,7 @@ from facesphere.cli.common import PipelineOptions, fail, pipeline_options, print
 @pipeline_options("identify")
 def video(
     source: Path = typer.Argument(..., help="Video file (anything OpenCV can decode)."),
-    gallery_path: Path | None = typer.Option(
+    gallery_path: str | None = typer.Option(
         None, "--gallery", "-g", help="Gallery to name the faces with (else tracks are unnamed)."
     ),
     out: Path | None = typer.Option(

@@ -17,7 +17,8 @@ from facesphere.gallery.errors import (
     SubjectNotFoundError,
 )
 from facesphere.gallery.index import HNSW_MIN_FACES, FaceIndex
-from facesphere.gallery.store import FaceRecord, Gallery, Identification, Match, Subject
+from facesphere.gallery.records import FaceRecord, Identification, Match, Subject
+from facesphere.gallery.store import Gallery
 
 __all__ = [
     "HNSW_MIN_FACES",

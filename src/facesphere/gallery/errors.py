@@ -5,6 +5,7 @@ from __future__ import annotations
 from facesphere.errors import GalleryError
 
 __all__ = [
+    "BackendUnavailableError",
     "DuplicateFaceError",
     "EnrollImagesError",
     "GalleryError",
@@ -26,6 +27,12 @@ class GalleryNotFoundError(GalleryError):
 
 class NotAGalleryError(GalleryError):
     """The file is not a facesphere gallery: not SQLite, or another application's database."""
+
+
+class BackendUnavailableError(GalleryError):
+    """The gallery's database failed: unreachable, or a lock not granted in time."""
+
+    http_status = 503
 
 
 class GalleryExistsError(GalleryError):
@@ -54,6 +61,13 @@ class InvalidSubjectError(GalleryError):
 
 class DuplicateFaceError(GalleryError):
     """The same photo (same content digest) is already enrolled for that subject."""
+
+
+def duplicate_photo(sha256: str) -> DuplicateFaceError:
+    """The error for a photo (by digest) enrolled for the subject already."""
+    return DuplicateFaceError(
+        f"the photo with sha256 {sha256[:12]}... is already enrolled for this subject"
+    )
 
 
 class EnrollImagesError(GalleryError):

@@ -15,9 +15,9 @@ import numpy as np
 
 from facesphere.cards import ModelCard
 from facesphere.errors import DataError, FacesphereError
+from facesphere.gallery.backend import backend_for
 from facesphere.gallery.errors import GalleryError, GalleryExistsError, ModelMismatchError
 from facesphere.gallery.rules import check_metadata, subject_name
-from facesphere.gallery.schema import NEW, inspect_file
 from facesphere.io.files import check_output
 from facesphere.paths import make_private_dirs, open_private
 
@@ -114,17 +114,18 @@ class _Subject:
     sources: list[dict[str, Any]] = field(default_factory=list)
 
 
-def import_gallery(source: Path, target: Path, fmt: str | None = None) -> dict[str, int]:
-    """Read a file that `export_gallery` wrote into the gallery `target`, which must be new or
-    hold no subject; it is made for the file's model (and model card). The whole file is
-    checked before anything is stored: DataError when it is not such an export, or holds a
-    subject, metadata or embedding a gallery refuses; ModelMismatchError when `target` exists
-    for another model. A photo listed twice for one subject is stored once. Returns
-    {"subjects": n, "faces": m, "duplicates": d}."""
+def import_gallery(source: Path, target: str | Path, fmt: str | None = None) -> dict[str, int]:
+    """Read a file that `export_gallery` wrote into the gallery `target` (a file, or a back
+    end's URL), which must be new or hold no subject; it is made for the file's model (and
+    model card). The whole file is checked before anything is stored: DataError when it is
+    not such an export, or holds a subject, metadata or embedding a gallery refuses;
+    ModelMismatchError when `target` exists for another model. A photo listed twice for one
+    subject is stored once. Returns {"subjects": n, "faces": m, "duplicates": d}."""
     from facesphere.gallery.store import Gallery
 
     chosen = export_format(source, fmt)
-    check_output(target, source)
+    if not backend_for(target).schemes:  # a file: never the export itself
+        check_output(target, source)
     try:
         header, subjects = _read_json(source) if chosen == "json" else _read_npz(source)
     except FileNotFoundError as exc:
@@ -138,7 +139,7 @@ def import_gallery(source: Path, target: Path, fmt: str | None = None) -> dict[s
     if len(set(names)) != len(names):
         raise DataError(f"{source} lists a subject twice (names are compared in NFC form)")
     duplicates = _dedupe(subjects)
-    if inspect_file(target) != NEW:
+    if Gallery.exists(target):
         gallery = Gallery(target)
         try:
             gallery.check_model(model, version, dim)

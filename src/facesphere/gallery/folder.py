@@ -1,8 +1,10 @@
 """The galleries folder: galleries by name, `<folder>/<name>.sqlite`, one place for the
 `facesphere gallery` verbs and `facesphere serve` (default `$FACESPHERE_HOME/galleries`).
 
-A gallery argument of the CLI is a path when it holds a folder separator or ends in a database
-suffix (`.sqlite`, `.sqlite3`, `.db`), and a gallery name in the folder otherwise.
+A gallery argument of the CLI is a back end's URL when it starts like `scheme://` (such as
+`postgresql://user@host/db?gallery=name`, see `gallery.backend`), a path when it holds a folder
+separator or ends in a database suffix (`.sqlite`, `.sqlite3`, `.db`), and a gallery name in the
+folder otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from pathlib import Path
 
 from facesphere.errors import ConfigError
+from facesphere.gallery.backend import is_url
 from facesphere.paths import facesphere_home
 
 GALLERIES_DIR = "galleries"
@@ -53,9 +56,12 @@ def gallery_names(folder: str | Path) -> list[str]:
     return sorted(n for n in names if valid_gallery_name(n))
 
 
-def resolve_gallery(argument: str, folder: str | Path | None = None) -> Path:
-    """The file a CLI gallery argument means: itself when it looks like a path (a folder
-    separator, or a database suffix), else the gallery of that name in `folder`."""
+def resolve_gallery(argument: str, folder: str | Path | None = None) -> str | Path:
+    """The gallery a CLI gallery argument means: a URL as it is (a string), itself when it
+    looks like a path (a folder separator, or a database suffix), else the file of the gallery
+    of that name in `folder`."""
+    if is_url(argument):
+        return argument
     separators = {os.sep, "/", *([os.altsep] if os.altsep else [])}
     if any(s in argument for s in separators) or argument.lower().endswith(PATH_SUFFIXES):
         return Path(argument).expanduser()

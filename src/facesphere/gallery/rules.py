@@ -105,6 +105,14 @@ def check_metadata(metadata: Any) -> dict[str, Any] | None:
     return json.loads(text)
 
 
+def merge_metadata(stored: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A subject's stored metadata with `update`'s keys replacing its own, checked whole
+    (InvalidSubjectError when the merge breaks a limit)."""
+    merged = check_metadata({**stored, **update})
+    assert merged is not None
+    return merged
+
+
 def parse_metadata(text: str) -> dict[str, Any] | None:
     """Subject metadata from JSON text (blank: None), checked like `check_metadata`."""
     if not text.strip():

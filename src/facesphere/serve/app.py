@@ -4,7 +4,9 @@ Build it with `create_app()` (or run `facesphere serve`). Every `/v1` endpoint n
 (`Authorization: Bearer fs_...`, see `facesphere keys`): a `read` key may analyse images and
 query galleries, a `write` key may also change them; a key limited to a gallery gets 403 on
 others. Galleries live in the galleries folder (`--galleries`, default
-`<home>/galleries`) as `<name>.sqlite`, the folder the `facesphere gallery` verbs use by name.
+`<home>/galleries`) as `<name>.sqlite`, the folder the `facesphere gallery` verbs use by name,
+or, instead, in the database of galleries at `ServeConfig.gallery_url` (`--gallery-url`,
+docs/scale.md).
 
 Images come as multipart file parts or as base64 strings in a JSON object (the same field
 names); the `/batch` forms of detect, embed and identify take several (`images`) and answer

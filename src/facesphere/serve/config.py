@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from facesphere.errors import ConfigError
+from facesphere.gallery.backend import backend_for
+from facesphere.gallery.errors import GalleryError
 from facesphere.gallery.folder import GALLERIES_DIR
 from facesphere.io.image import DEFAULT_MAX_PIXELS
 from facesphere.paths import facesphere_home
@@ -32,11 +34,13 @@ def default_analysis_workers(processes: int = 1) -> int:
 class ServeConfig:
     """How to run the service.
 
-    home: state folder (keys; None: `facesphere_home()`); galleries: the galleries folder, the
-    one the `facesphere gallery` verbs use by name (None: `<home>/galleries`);
-    max_upload_bytes: request body limit (413 beyond); max_pixels: largest image accepted,
-    refused from its header; max_images: images per request to a batch endpoint or an
-    enrollment (413 beyond);
+    home: state folder (keys; None: `facesphere_home()`). Where the galleries are, one of
+    two alternatives: galleries, a folder of SQLite galleries, the one the `facesphere gallery`
+    verbs use by name (None: `<home>/galleries`); or gallery_url, a database of galleries
+    (`postgresql://user@host/db`) holding them instead, so that every replica pointed at it
+    serves the same ones (ConfigError when both are given). max_upload_bytes: request body
+    limit (413 beyond); max_pixels: largest image accepted, refused from its header;
+    max_images: images per request to a batch endpoint or an enrollment (413 beyond);
     analyzer: FaceAnalyzer keyword arguments (detector, recognizer, threshold, ...) of the
     analyzer the service builds; torch_threads: torch threads of that analyzer (None: torch's
     default); preload: build the analyzer at startup rather than at the first request.
@@ -54,6 +58,7 @@ class ServeConfig:
 
     home: str | Path | None = None
     galleries: str | Path | None = None
+    gallery_url: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_images: int = DEFAULT_MAX_IMAGES
@@ -71,6 +76,17 @@ class ServeConfig:
     auth_failure_burst: int = 10
 
     def __post_init__(self) -> None:
+        if self.gallery_url is not None:
+            if self.galleries is not None:
+                raise ConfigError(
+                    "give a galleries folder (galleries) or a database of galleries "
+                    "(gallery_url), not both",
+                    "gallery_url",
+                )
+            try:
+                backend_for(str(self.gallery_url)).gallery_target(str(self.gallery_url), "x")
+            except GalleryError as exc:
+                raise ConfigError(str(exc), "gallery_url") from None
         if self.analysis_workers is not None:
             _check_number(self, "analysis_workers", 1, integer=True)
         _check_number(self, "queue_size", 0, integer=True)

@@ -15,7 +15,13 @@ import numpy as np
 
 from facesphere.errors import ImageError
 from facesphere.gallery import Gallery, GalleryNotFoundError
-from facesphere.gallery.folder import GALLERY_SUFFIX, gallery_file, gallery_names
+from facesphere.gallery.backend import backend_for
+from facesphere.gallery.folder import (
+    GALLERY_SUFFIX,
+    gallery_file,
+    gallery_names,
+    valid_gallery_name,
+)
 from facesphere.io.image import load_image
 from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KEYS_FILE, KeyStore
@@ -33,8 +39,9 @@ class ServiceState:
     The analyzer is `analyzer` when given (it keeps its own options), else one built from
     `config.analyzer` on first use; it runs at most `config.analysis_slots()` analyses at once
     (`analyzing()`, from several threads: its models only read their weights). Galleries live
-    in the galleries folder (`config.galleries_path()`) as `<name>.sqlite`, and stay open once
-    used.
+    in the galleries folder (`config.galleries_path()`) as `<name>.sqlite`, or, instead, in
+    the database at `config.gallery_url` (gallery `name` of `postgresql://...` is
+    `postgresql://...?gallery=name`), and stay open once used.
     """
 
     def __init__(self, config: ServeConfig, analyzer: FaceAnalyzer | None = None) -> None:
@@ -44,14 +51,19 @@ class ServiceState:
         self.max_upload_bytes = int(config.max_upload_bytes)
         self.max_pixels = int(config.max_pixels)
         self.galleries_dir = config.galleries_path()
+        self.gallery_url = config.gallery_url
+        self._gallery_backend = None if self.gallery_url is None else backend_for(self.gallery_url)
         self._analyzer = analyzer
         self._build_lock = threading.Lock()
         self.work = WorkQueue(config.analysis_slots(), config.queue_size, config.request_timeout_s)
         self._galleries: dict[str, Gallery] = {}
         self._galleries_lock = threading.Lock()
-        self._gallery_file = re.compile(
-            re.escape(str(self.galleries_dir)) + r"/([^/\s]+)" + re.escape(GALLERY_SUFFIX)
-        )
+        if self.gallery_url is None:
+            self._gallery_file = re.compile(
+                re.escape(str(self.galleries_dir)) + r"/([^/\s]+)" + re.escape(GALLERY_SUFFIX)
+            )
+        else:  # a gallery's URL, however its back end prints it
+            self._gallery_file = re.compile(r"[A-Za-z][\w+.-]*://\S*?[?&]gallery=([^\s&]+)")
 
     # -- the analyzer ------------------------------------------------------------------------
 
@@ -100,8 +112,11 @@ class ServiceState:
 
     # -- galleries ---------------------------------------------------------------------------
 
-    def gallery_path(self, name: str) -> Path:
-        """The file of gallery `name`."""
+    def gallery_target(self, name: str) -> str | Path:
+        """Where gallery `name` is: its file in the galleries folder, or its URL in the
+        database of galleries."""
+        if self._gallery_backend is not None:
+            return self._gallery_backend.gallery_target(self.gallery_url, name)
         return gallery_file(name, self.galleries_dir)
 
     def _cached_gallery(self, name: str) -> Gallery | None:
@@ -120,7 +135,7 @@ class ServiceState:
             gallery = self._cached_gallery(name)
             if gallery is None:
                 try:
-                    gallery = Gallery(self.gallery_path(name))
+                    gallery = Gallery(self.gallery_target(name))
                 except GalleryNotFoundError:
                     raise GalleryNotFoundError(f"no gallery named {name!r}") from None
                 self._galleries[name] = gallery
@@ -135,8 +150,9 @@ class ServiceState:
             if cached is not None:
                 cached.check_model(*card.model_key)
                 return cached, False
-            existed = self.gallery_path(name).is_file()
-            gallery = Gallery.create(self.gallery_path(name), exist_ok=True, card=card)
+            target = self.gallery_target(name)
+            existed = Gallery.exists(target)
+            gallery = Gallery.create(target, exist_ok=True, card=card)
             self._galleries[name] = gallery
             return gallery, not existed
 
@@ -148,12 +164,17 @@ class ServiceState:
             gallery.delete()
 
     def gallery_names(self) -> list[str]:
-        """The names of the galleries in the galleries folder, sorted."""
+        """The names of the galleries in the galleries folder (or the database of
+        galleries), sorted."""
+        if self._gallery_backend is not None:
+            names = self._gallery_backend.gallery_names(self.gallery_url)
+            return [n for n in names if valid_gallery_name(n)]
         return gallery_names(self.galleries_dir)
 
     def public_message(self, message: str) -> str:
-        """`message` without the server's paths: a gallery's file becomes its quoted name, any
-        other path under the galleries or home folder starts with `<galleries>` or `<home>`."""
+        """`message` without the server's paths: a gallery's file (or URL) becomes its quoted
+        name, any other path under the galleries or home folder starts with `<galleries>` or
+        `<home>`."""
         message = self._gallery_file.sub(lambda m: repr(m.group(1)), message)
         message = message.replace(str(self.galleries_dir), "<galleries>")
         return message.replace(str(self.home), "<home>")
@@ -165,5 +186,5 @@ class ServiceState:
                 try:
                     gallery.close()
                 except Exception:
-                    log.exception("closing gallery %s failed", gallery.path)
+                    log.exception("closing gallery %s failed", gallery.location)
             self._galleries.clear()

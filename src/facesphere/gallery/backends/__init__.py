@@ -1,0 +1,1 @@
+"""The gallery back ends, one module each (see `facesphere.gallery.backend`)."""
