@@ -378,28 +378,15 @@ async function deleteGallery() {
   say(`Gallery ${name} deleted.`);
 }
 
-/** Enroll the chosen photos as one subject, creating it when new (and removing it again
- * when its first enrollment is refused, so that a failed attempt leaves nothing behind). */
+/** Enroll the chosen photos as one subject in one request: the service creates the subject
+ * when it is new, and a refused enrollment creates nothing. */
 async function enroll(event) {
   event.preventDefault();
   const subject = $("enroll-subject").value.trim();
   const files = [...$("enroll-files").files];
-  let created = false;
-  try {
-    await api("POST", galleryPath("/subjects"), { name: subject });
-    created = true;
-  } catch (err) {
-    if (!(err instanceof ApiError && err.status === 409)) throw err;
-  }
   const query = $("enroll-largest").checked ? "?face=largest" : "";
   const path = galleryPath(`/subjects/${encodeURIComponent(subject)}/faces${query}`);
-  let report;
-  try {
-    report = await api("POST", path, filesForm("images", files));
-  } catch (err) {
-    if (created) await api("DELETE", galleryPath(`/subjects/${encodeURIComponent(subject)}`));
-    throw err;
-  }
+  const report = await api("POST", path, filesForm("images", files));
   $("enroll-form").reset();
   state.subject = report.subject;
   await openGallery(state.gallery);
