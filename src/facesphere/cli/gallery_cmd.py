@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def enroll(
                     face=None if face is None else face.value,
                     executor=executor,
                     journal=journal,
+                    progress=sys.stderr.isatty(),  # a bar on a terminal, one-line errors always
                 )
             except EnrollImagesError as exc:
                 bad_input = exc.unreadable or exc.several_faces

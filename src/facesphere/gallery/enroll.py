@@ -200,6 +200,7 @@ def enroll_files(
     from facesphere.pipeline.runner import analyze_files
 
     selection = _selection(gallery, analyzer, subject, face)
+    paths = [str(p) for p in paths]
     digests: dict[str, str] = {}
     for path in paths:
         if file_problem(path) is None:  # else the analysis reports why it cannot be read

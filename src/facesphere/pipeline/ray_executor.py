@@ -55,10 +55,12 @@ class RayExecutor(Executor):
     address `local` starts a private cluster on this machine (loopback only, no dashboard) with
     `workers` CPUs (None: one per core) and stops it afterwards; another address joins that
     cluster (`auto`: the one `ray start` runs here) with `workers` actors (None: one per CPU
-    of the cluster). A process already connected to Ray keeps its connection.
+    of the cluster). A process already connected to Ray keeps its connection. Without Ray
+    installed it is refused here, before any work.
     """
 
     def __init__(self, address: str = LOCAL, workers: int | None = None) -> None:
+        import_ray()
         if not address:
             raise ConfigError("give a Ray address, or 'local' to start a cluster here")
         if workers is not None and workers < 1:
