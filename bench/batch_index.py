@@ -11,9 +11,10 @@ bad-file list and the same embeddings (within float tolerance), and the Ray/loca
 
 The projection is not a measurement: from the Ray run it takes the start-up time S, the
 worker CPU time per photo c ((wall - S) x workers / photos) and the driver's CPU time per
-photo after the first chunk d (collecting results, the serial part), and models n CPUs as T(n) = S + N (c / n + d)
-for N photos (Amdahl's law with the measured serial part), assuming nodes like this one, the
-photos on a shared file system fast enough to feed them, and no other load.
+photo after the first chunk d (collecting results, the serial part), and models n CPUs as
+T(n) = S + N (c / n + d) for N photos (Amdahl's law with the measured serial part), assuming
+nodes like this one, the photos on a shared file system fast enough to feed them, and no
+other load.
 
     python bench/batch_index.py --limit 400 --json out/bench/batch_index.json
     python bench/batch_index.py --json out/bench/batch_index.json   # all 13,233 photos
