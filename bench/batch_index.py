@@ -8,6 +8,8 @@ and a local Ray cluster of as many CPUs (`pipeline.ray_executor.RayExecutor`). R
 run's wall time, photos/s and time to the first result (start-up: the pool or cluster and
 the models of each worker), checks that both give the same files in the same order, the same
 bad-file list and the same embeddings (within float tolerance), and the Ray/local overhead.
+The machine's load average before and after each run is reported beside it: on shared cores,
+other work slows one run more than the other.
 
 The projection is not a measurement: from the Ray run it takes the start-up time S, the
 worker CPU time per photo c ((wall - S) x workers / photos) and the driver's CPU time per
@@ -53,6 +55,7 @@ def photo_list(limit: int | None, folder: Path) -> list[str]:
 
 def timed_run(name: str, executor: Executor, paths: list[str], config: dict) -> dict[str, Any]:
     """Analyse `paths` with `executor`; wall time, time to the first result, driver CPU time."""
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     first, cpu = 0.0, 0.0
     results: list[FileFaces] = []
@@ -70,6 +73,9 @@ def timed_run(name: str, executor: Executor, paths: list[str], config: dict) -> 
         "photos_per_s": round(len(paths) / wall, 2),
         "first_result_s": round(first, 2),
         "driver_cpu_s": round(time.process_time() - cpu, 2),  # after the first result
+        # the machine's 1-minute load average: other work on the cores skews the comparison
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
         "results": results,
     }
 
