@@ -23,27 +23,33 @@ PHOTOS = 20  # three chunks of 8: a kill after the first leaves work for the sec
 
 
 def embed(folder: Path, out: Path, *extra: str, kill_after: int | None = None) -> dict:
-    """Run `facesphere embed` in a subprocess; with `kill_after`, SIGKILL it once that many
-    photos are in its progress journal (and return {})."""
+    """Run `facesphere embed` in a subprocess of its own process group; with `kill_after`,
+    SIGKILL the whole group (the command, its workers, a local Ray cluster: what an
+    interrupted job loses) once that many photos are in its progress journal, and return {}."""
     env = dict(os.environ)
     root = str(Path(facesphere.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "facesphere", "embed", str(folder), "-o", str(out)]
-    process = subprocess.Popen(
-        [*command, "--json", *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    if kill_after is None:
-        stdout, stderr = process.communicate(timeout=600)
-        assert process.returncode == 0, stderr.decode()
-        return json.loads(stdout)
-    progress = out.with_name(out.name + ".progress")
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        if progress.exists() and progress.read_text().count("\n") > kill_after:
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+    log = out.with_name(out.name + ".log")
+    with open(log, "wb") as stdout:
+        process = subprocess.Popen(
+            [*command, "--json", *extra],
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if kill_after is None:
+            assert process.wait(timeout=900) == 0
+            return json.loads(log.read_text())
+        progress = out.with_name(out.name + ".progress")
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and process.poll() is None:
+            if progress.exists() and progress.read_bytes().count(b"\n") > kill_after:
+                break
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     assert progress.exists() and not out.exists()
     return {}
 
