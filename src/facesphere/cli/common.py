@@ -85,7 +85,7 @@ RayOption = typer.Option(
     None,
     "--ray",
     metavar="ADDRESS",
-    help="Run the analysis on Ray (pip install 'facesphere[ray]'): `local` starts a cluster on "
+    help="Run the analysis on Ray (facesphere's `ray` extra): `local` starts a cluster on "
     "this machine, any other value is the address of a running one (auto, HOST:PORT, "
     "ray://HOST:PORT). Default: a local process pool.",
 )
