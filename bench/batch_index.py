@@ -150,12 +150,14 @@ def main() -> None:
     projection = project(ray_run, workers, args.project_photos)
 
     print(
-        f"\n{'executor':<22}{'photos':>8}{'faces':>8}{'wall s':>10}{'photos/s':>10}{'start s':>9}"
+        f"\n{'executor':<22}{'photos':>8}{'faces':>8}{'wall s':>10}{'photos/s':>10}"
+        f"{'start s':>9}  load before-after"
     )
     for run in (local, ray_run):
         print(
             f"{run['executor']:<22}{run['photos']:>8}{run['faces']:>8}{run['wall_s']:>10.1f}"
             f"{run['photos_per_s']:>10.2f}{run['first_result_s']:>9.1f}"
+            f"  {run['load_before']:.1f}-{run['load_after']:.1f}"
         )
     print(f"\nRay / local wall time: {overhead:.3f}")
     print(

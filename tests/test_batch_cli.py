@@ -1,5 +1,6 @@
-"""`facesphere embed` as a batch run: killed in the middle and run again, with the local pool
-or on Ray, it writes what one clean run writes, and analyses no photo twice."""
+"""`facesphere embed` and `gallery enroll` as batch runs: killed in the middle and run again,
+with the local pool or on Ray, embed writes what one clean run writes and analyses no photo
+twice; enroll on Ray stores and reports what it stores and reports with the local pool."""
 
 from __future__ import annotations
 
@@ -106,3 +107,28 @@ def test_ray_missing_is_named_before_any_work(
     assert result.exit_code == 2
     assert "pip install 'facesphere[ray]'" in result.output
     assert not out.exists() and not out.with_name("faces.npz.progress").exists()
+
+
+@pytest.mark.slow
+def test_enroll_on_ray_stores_what_the_local_pool_stores(photos: Path, tmp_path: Path) -> None:
+    from facesphere.gallery import Gallery
+
+    lfw = sorted(str(p) for p in photos.glob("*.jpg") if p.name != "broken.jpg")
+    files = [*lfw[:3], str(photos / "broken.jpg")]
+    stored, reports = {}, {}
+    for where in ([], ["--ray", "local"]):
+        path = tmp_path / f"{len(where)}.db"
+        args = ["gallery", "enroll", str(path), "-s", "someone", *files, "--create", "--skip-bad"]
+        result = CliRunner().invoke(app, [*args, "--face", "largest", "--json", *where])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert [bad["image"] for bad in report["unreadable"]] == [files[-1]]
+        reports[len(where)] = {k: v for k, v in report.items() if k != "face_ids"}
+        assert not path.with_name(path.name + ".progress").exists()
+        with Gallery(path) as gallery:
+            stored[len(where)] = gallery.faces("someone", embeddings=True)
+    assert reports[0] == reports[2]  # the same photos enrolled, the same one refused, same reason
+    local, ray = stored[0], stored[2]
+    assert [f.sha256 for f in local] == [f.sha256 for f in ray] and len(local) == 3
+    for one, two in zip(local, ray):
+        np.testing.assert_allclose(one.embedding, two.embedding, atol=1e-5)
