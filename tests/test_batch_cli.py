@@ -130,5 +130,5 @@ def test_enroll_on_ray_stores_what_the_local_pool_stores(photos: Path, tmp_path:
     assert reports[0] == reports[2]  # the same photos enrolled, the same one refused, same reason
     local, ray = stored[0], stored[2]
     assert [f.sha256 for f in local] == [f.sha256 for f in ray] and len(local) == 3
-    for one, two in zip(local, ray):
-        np.testing.assert_allclose(one.embedding, two.embedding, atol=1e-5)
+    for one, two in zip(local, ray):  # this process runs torch on more threads than an actor
+        np.testing.assert_allclose(one.embedding, two.embedding, atol=1e-4)
