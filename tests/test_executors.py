@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facesphere.errors import ConfigError
+from facesphere.errors import ConfigError, ExecutorError
 from facesphere.pipeline.analyzer import Face, FaceAnalyzer
 from facesphere.pipeline.batch import Chunk, FileFaces, chunked
 from facesphere.pipeline.executors import Executor, LocalPool, create_executor, list_executors
@@ -136,6 +138,18 @@ def test_executors_are_registered_and_ray_is_optional(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ConfigError, match=r"pip install 'facesphere\[ray\]'"):
         create_executor("ray")
+
+
+def test_an_unreachable_ray_cluster_fails_at_once() -> None:
+    from facesphere.pipeline.ray_executor import RayExecutor
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ExecutorError, match="cannot reach the Ray cluster"):
+        list(RayExecutor(f"127.0.0.1:{port}").map_chunks({}, chunked(["a.jpg"], "none", "all")))
+    assert time.monotonic() - started < 10 and ExecutorError.exit_code == 1
 
 
 def test_ray_gives_the_local_pool_results(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -119,6 +120,7 @@ class RayExecutor(Executor):
                 _node_ip_address="127.0.0.1",
             )
         else:
+            _check_reachable(self.address)
             options["address"] = self.address
         try:
             with _workers_import_facesphere():
@@ -148,6 +150,20 @@ def _workers_import_facesphere() -> Iterator[None]:
             del os.environ["PYTHONPATH"]
         else:
             os.environ["PYTHONPATH"] = saved
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ExecutorError unless a `HOST:PORT` (or `ray://HOST:PORT`) address accepts a connection
+    within `timeout` seconds: Ray itself keeps retrying an unreachable one for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # `auto`, or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ExecutorError(
+            f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:
