@@ -15,6 +15,7 @@ import stat
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -28,12 +29,14 @@ from facesphere.errors import ConfigError, DataError
 from facesphere.eval.cache import EmbeddingCache
 from facesphere.gallery import (
     EnrollImagesError,
+    EnrollReport,
     Gallery,
     GalleryError,
     GalleryExistsError,
     GalleryNotFoundError,
     ModelMismatchError,
     SubjectNotFoundError,
+    enroll_files,
     enroll_images,
 )
 from facesphere.gallery.errors import DuplicateFaceError, InvalidSubjectError, NotAGalleryError
@@ -43,6 +46,7 @@ from facesphere.gallery.schema import APPLICATION_ID
 from facesphere.io.files import check_output
 from facesphere.io.image import load_image
 from facesphere.pipeline.analyzer import Face
+from facesphere.pipeline.executors import LocalPool
 from facesphere.pretrained.cards import DLIB_RESNET
 from facesphere.serve.app import create_app
 from facesphere.serve.config import ServeConfig
@@ -66,9 +70,13 @@ class FakeAnalyzer:
     embedding `vector(seed, i)`. Faces come largest first, like FaceAnalyzer's."""
 
     card = DLIB_RESNET
+    config: ClassVar[dict] = {}  # nothing to build workers from: batch runs stay in-process
 
     def load(self, image):
         return load_image(image)
+
+    def analyze_many(self, images, fallback: str = "none") -> list[list[Face]]:
+        return [self.analyze(image) for image in images]
 
     def analyze(self, image) -> list[Face]:
         pixels = self.load(image) if not isinstance(image, np.ndarray) else image
@@ -704,38 +712,52 @@ def test_import_refuses_what_does_not_match(tmp_path: Path) -> None:
 # -- enrollment: several faces and duplicates ---------------------------------------------------
 
 
-def test_several_faces_are_refused_unless_one_is_chosen(gallery: Gallery, tmp_path: Path) -> None:
+def enroll_through_the_runner(gallery, analyzer, subject, images, **options) -> EnrollReport:
+    """`enroll_files` (the CLI's way: files analysed by an executor) in this process."""
+    return enroll_files(gallery, analyzer, subject, images, executor=LocalPool(1), **options)
+
+
+both_ways = pytest.mark.parametrize("enroll", [enroll_images, enroll_through_the_runner])
+
+
+@both_ways
+def test_several_faces_are_refused_unless_one_is_chosen(
+    gallery: Gallery, tmp_path: Path, enroll
+) -> None:
     analyzer = FakeAnalyzer()
     group = photo(tmp_path / "group.png", 3, 5)
     single = photo(tmp_path / "single.png", 1, 6)
     with pytest.raises(EnrollImagesError) as refused:
-        enroll_images(gallery, analyzer, "ada", [single, group])  # type: ignore[arg-type]
+        enroll(gallery, analyzer, "ada", [single, group])  # type: ignore[arg-type]
     assert refused.value.several_faces == [str(group)] and str(group) in str(refused.value)
     assert len(gallery) == 0
-    report = enroll_images(gallery, analyzer, "ada", [single, group], skip_bad=True)  # type: ignore[arg-type]
+    report = enroll(gallery, analyzer, "ada", [single, group], skip_bad=True)  # type: ignore[arg-type]
     assert report.several_faces == [str(group)] and report.enrolled == [str(single)]
     for choice, expected in (("largest", 0), ("central", 1)):
-        report = enroll_images(gallery, analyzer, choice, [group], face=choice)  # type: ignore[arg-type]
+        report = enroll(gallery, analyzer, choice, [group], face=choice)  # type: ignore[arg-type]
         (face,) = gallery.faces(choice, embeddings=True)
         np.testing.assert_allclose(face.embedding, vector(5, expected), atol=1e-6)
         assert face.box == list(BOXES[expected])
     with pytest.raises(ConfigError):
-        enroll_images(gallery, analyzer, "ada", [group], face="left")  # type: ignore[arg-type]
+        enroll(gallery, analyzer, "ada", [group], face="left")  # type: ignore[arg-type]
 
 
-def test_duplicate_photos_are_reported_not_stored_twice(gallery: Gallery, tmp_path: Path) -> None:
+@both_ways
+def test_duplicate_photos_are_reported_not_stored_twice(
+    gallery: Gallery, tmp_path: Path, enroll
+) -> None:
     analyzer = FakeAnalyzer()
     first = photo(tmp_path / "first.png", 1, 1)
     copy = tmp_path / "copy.png"
     copy.write_bytes(first.read_bytes())
-    report = enroll_images(gallery, analyzer, "ada", [first, copy])  # type: ignore[arg-type]
+    report = enroll(gallery, analyzer, "ada", [first, copy])  # type: ignore[arg-type]
     assert len(report.face_ids) == 1 and report.duplicates == [str(copy)]
-    report = enroll_images(gallery, analyzer, "ada", [first], metadata={"k": 1})  # type: ignore[arg-type]
+    report = enroll(gallery, analyzer, "ada", [first], metadata={"k": 1})  # type: ignore[arg-type]
     assert report.face_ids == [] and report.duplicates == [str(first)]
     assert report.to_dict()["duplicates"] == [str(first)]
     assert gallery.subject("ada").face_count == 1 and gallery.subject("ada").metadata == {"k": 1}
     # another subject may hold the same photo (a wrong enrollment is fixed by removing it)
-    assert len(enroll_images(gallery, analyzer, "bob", [first]).face_ids) == 1  # type: ignore[arg-type]
+    assert len(enroll(gallery, analyzer, "bob", [first]).face_ids) == 1  # type: ignore[arg-type]
     sha = gallery.faces("ada")[0].sha256
     with pytest.raises(DuplicateFaceError):
         gallery.enroll("ada", unit(np.random.default_rng(0), 1), [{"sha256": sha}])

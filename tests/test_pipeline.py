@@ -9,6 +9,7 @@ import pytest
 
 from facesphere import FaceAnalyzer, NoFaceError, verify
 from facesphere.eval.pairs import read_lfw_pairs
+from facesphere.pipeline.executors import LocalPool
 from facesphere.pipeline.runner import analyze_files
 
 LFW_PHOTOS = [
@@ -79,9 +80,9 @@ def test_module_level_verify(shared_data: Path) -> None:
 def test_worker_pool_matches_one_process(analyzer: FaceAnalyzer, shared_data: Path) -> None:
     paths = [str(shared_data / "lfw" / "images" / name) for name in LFW_PHOTOS[:4]]
     serial = list(
-        analyze_files(paths, analyzer.config, workers=1, progress=False, analyzer=analyzer)
+        analyze_files(paths, analyzer.config, LocalPool(1), progress=False, analyzer=analyzer)
     )
-    pooled = list(analyze_files(paths, analyzer.config, workers=2, progress=False))
+    pooled = list(analyze_files(paths, analyzer.config, LocalPool(2), progress=False))
     assert [r.path for r in pooled] == paths
     for one, two in zip(serial, pooled):
         assert len(one.faces) == len(two.faces)

@@ -75,5 +75,12 @@ class TrainingError(FacesphereError):
     """A training run cannot go on (diverged, no data, bad checkpoint)."""
 
 
+class ExecutorError(FacesphereError):
+    """Batch work could not be run: a cluster cannot be reached or a worker died (exit 1)."""
+
+    exit_code = 1
+    http_status = 503
+
+
 class ServiceError(FacesphereError):
     """A service-side operation (API keys, service state) could not be done."""

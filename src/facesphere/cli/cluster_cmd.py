@@ -106,6 +106,7 @@ def cluster(
 
     from facesphere.cluster import cluster_embeddings, cluster_threshold, list_cluster_methods
     from facesphere.io.files import check_output, iter_image_files
+    from facesphere.pipeline.executors import LocalPool
     from facesphere.pipeline.runner import analyze_files
 
     if method not in list_cluster_methods():
@@ -128,7 +129,7 @@ def cluster(
     for result in analyze_files(
         [str(p) for p in files],
         analyzer.config,
-        workers,
+        LocalPool(workers),
         keep="largest" if largest else "all",
         analyzer=analyzer,
     ):

@@ -19,6 +19,7 @@ from facesphere.errors import FacesphereError
 
 if TYPE_CHECKING:
     from facesphere.pipeline.analyzer import FaceAnalyzer
+    from facesphere.pipeline.executors import Executor
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -70,6 +71,33 @@ class FacesphereTyper(typer.Typer):
 def print_json(data: Any) -> None:
     """Print `data` as indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+WorkersOption = typer.Option(
+    None,
+    "--workers",
+    "-j",
+    min=1,
+    help="Worker processes (default: one per core); with --ray local, the cluster's CPUs; "
+    "with a --ray address, the number of Ray workers (default: one per CPU of the cluster).",
+)
+RayOption = typer.Option(
+    None,
+    "--ray",
+    metavar="ADDRESS",
+    help="Run the analysis on Ray (facesphere's `ray` extra): `local` starts a cluster on "
+    "this machine, any other value is the address of a running one (auto, HOST:PORT, "
+    "ray://HOST:PORT). Default: a local process pool.",
+)
+
+
+def batch_executor(workers: int | None, ray: str | None) -> Executor:
+    """The executor of the --workers and --ray options: a local process pool, or Ray."""
+    from facesphere.pipeline.executors import create_executor
+
+    if ray is None:
+        return create_executor("local", workers=workers)
+    return create_executor("ray", address=ray, workers=workers)
 
 
 class Engine(str, Enum):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from facesphere.cli.common import (
     FacesphereTyper,
     MainFace,
     PipelineOptions,
+    RayOption,
+    WorkersOption,
+    batch_executor,
     fail,
     pipeline_options,
     print_json,
@@ -130,6 +134,8 @@ def enroll(
         "refuse such photos).",
     ),
     create: bool = typer.Option(False, "--create", help="Create the gallery if missing."),
+    workers: int | None = WorkersOption,
+    ray: str | None = RayOption,
     json_output: bool = JsonOption,
     galleries: Path | None = GalleriesOption,
     *,
@@ -139,23 +145,28 @@ def enroll(
 
     An unreadable photo or one with several faces and no --face (exit 2), or one without a
     face (exit 3), fails the whole request unless --skip-bad. A photo already enrolled for
-    the person is skipped with a warning.
+    the person is skipped with a warning. The analysis is kept in GALLERY.progress until the
+    photos are enrolled: run again after an interruption, only the photos not done are
+    analysed.
     """
-    from facesphere.gallery import EnrollImagesError, Gallery, enroll_images
+    from facesphere.gallery import EnrollImagesError, Gallery, enroll_files
     from facesphere.gallery.rules import parse_metadata, subject_name
+    from facesphere.pipeline.journal import Journal, progress_path
 
     path = _path(gallery_name, galleries)
     meta = None if metadata is None else parse_metadata(metadata)
     subject_name(subject)
+    executor = batch_executor(workers, ray)
     with gallery_errors():
         gallery = None if create else _open(path)  # fail fast, before loading the models
     analyzer = pipeline.build()
+    journal = Journal(progress_path(path), {"analyzer": analyzer.config, "keep": "all"})
     with gallery_errors():
         if gallery is None:
             gallery = Gallery.create(path, exist_ok=True, card=analyzer.card)
         with gallery:
             try:
-                report = enroll_images(
+                report = enroll_files(
                     gallery,
                     analyzer,
                     subject,
@@ -163,10 +174,14 @@ def enroll(
                     meta,
                     skip_bad,
                     face=None if face is None else face.value,
+                    executor=executor,
+                    journal=journal,
+                    progress=sys.stderr.isatty(),  # a bar on a terminal, one-line errors always
                 )
             except EnrollImagesError as exc:
                 bad_input = exc.unreadable or exc.several_faces
                 fail(f"nothing enrolled: {exc}", EXIT_BAD_INPUT if bad_input else EXIT_NO_FACE)
+    journal.remove()
     if json_output:
         print_json(report.to_dict())
     else:

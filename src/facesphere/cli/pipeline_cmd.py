@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from facesphere.cli.common import PipelineOptions, fail, pipeline_options, print_json
+from facesphere.cli.common import (
+    PipelineOptions,
+    RayOption,
+    WorkersOption,
+    batch_executor,
+    fail,
+    pipeline_options,
+    print_json,
+)
 
 
 @pipeline_options()
@@ -104,7 +112,8 @@ def verify(
 def embed(
     paths: list[Path] = typer.Argument(..., help="Images or folders (walked recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npz file."),
-    workers: int | None = typer.Option(None, "--workers", "-j", min=1, help="Worker processes."),
+    workers: int | None = WorkersOption,
+    ray: str | None = RayOption,
     largest_only: bool = typer.Option(
         False, "--largest", help="Keep only the largest face per image."
     ),
@@ -115,10 +124,13 @@ def embed(
     """Embed every face of many images into an .npz (paths, boxes, embeddings).
 
     Images without a face, and unreadable files, are listed in the output and on stderr.
+    Progress is kept in OUT.progress until OUT is written: a run that was interrupted, run
+    again with the same options, analyses only the images it had not done.
     """
     import numpy as np
 
     from facesphere.io.files import check_output, iter_image_files
+    from facesphere.pipeline.journal import Journal, progress_path
     from facesphere.pipeline.runner import analyze_files
 
     files = iter_image_files(paths)
@@ -128,15 +140,16 @@ def embed(
     if not files:
         fail("no image files given")
     check_output(out, *files)
+    executor = batch_executor(workers, ray)
     analyzer = pipeline.build()
+    keep = "largest" if largest_only else "all"
+    journal = Journal(progress_path(out), {"analyzer": analyzer.config, "keep": keep})
+    names = [str(p) for p in files]
+    resumed = sum(name in journal for name in names)
     rows_path, rows_face, boxes, scores, vectors = [], [], [], [], []
     no_face, errors = [], []
     for result in analyze_files(
-        [str(p) for p in files],
-        analyzer.config,
-        workers,
-        keep="largest" if largest_only else "all",
-        analyzer=analyzer,
+        names, analyzer.config, executor, keep=keep, analyzer=analyzer, journal=journal
     ):
         if result.error:
             errors.append(f"{result.path}: {result.error}")
@@ -162,9 +175,11 @@ def embed(
         recognizer=np.array(analyzer.card.name),
         card=np.array(analyzer.card.to_json()),
     )
+    journal.remove()
     summary = {
         "out": str(out),
         "images": len(files),
+        "resumed": resumed,
         "faces": len(vectors),
         "no_face": no_face,
         "errors": errors,
@@ -173,6 +188,8 @@ def embed(
         print_json(summary)
     else:
         typer.echo(f"{len(vectors)} face(s) from {len(files)} image(s) -> {out}")
+    if resumed:
+        typer.echo(f"resumed: {resumed} image(s) done by an earlier run", err=True)
     for path in no_face:
         typer.echo(f"no face: {path}", err=True)
     for line in errors:

@@ -17,6 +17,7 @@ from facesphere.eval.pairs import Pair
 from facesphere.io.files import file_sha256
 from facesphere.paths import facesphere_home
 from facesphere.pipeline.analyzer import Face, recognizer_card
+from facesphere.pipeline.executors import LocalPool
 from facesphere.pipeline.runner import analyze_files
 from facesphere.recognize.fused import fuse_embeddings
 
@@ -102,7 +103,7 @@ def embed_main_faces(
         results = analyze_files(
             [str(p) for p in todo],
             config,
-            workers,
+            LocalPool(workers),
             fallback,
             keep=face,
             progress=progress,

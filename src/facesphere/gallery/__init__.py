@@ -6,7 +6,7 @@
 >>> gallery.identify(query)[0].identity               # a name, or None when unknown
 """
 
-from facesphere.gallery.enroll import EnrollReport, enroll_images
+from facesphere.gallery.enroll import EnrollReport, enroll_files, enroll_images
 from facesphere.gallery.errors import (
     EnrollImagesError,
     GalleryError,
@@ -36,5 +36,6 @@ __all__ = [
     "Subject",
     "SubjectExistsError",
     "SubjectNotFoundError",
+    "enroll_files",
     "enroll_images",
 ]

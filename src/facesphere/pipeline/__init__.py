@@ -1,5 +1,6 @@
 """The pipeline: `FaceAnalyzer` (detect -> landmarks -> align -> embed -> compare) and the
-process-pool runner that applies it to many files."""
+batch runner that applies it to many files through an executor (`pipeline.executors`: a local
+process pool, or Ray), resuming from a progress journal (`pipeline.journal`)."""
 
 from facesphere.pipeline.analyzer import Face, FaceAnalyzer, Verification, main_face, verify
 
