@@ -49,8 +49,8 @@ def test_working_scales_map_the_smallest_face_to_the_smallest_anchor() -> None:
     # max_side caps the finest level; 0 means no cap
     assert working_scales(4000, 4000, 8.0, 1000)[0] == pytest.approx(0.25)
     assert working_scales(4000, 4000, 8.0, 0)[0] == pytest.approx(2.0)
-    # a small photo is one level
-    assert working_scales(200, 150, 16.0, 2048) == [1.0]
+    # a small photo is one level, enlarged to 320 px (the training crops' size)
+    assert working_scales(200, 150, 16.0, 2048) == [pytest.approx(1.6)]
 
 
 def test_thunder_options_are_checked() -> None:

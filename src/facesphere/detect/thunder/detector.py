@@ -6,12 +6,13 @@ Every detection carries its standard-5 points (scheme ``standard5``).
 
 Working resolution. The network is fully convolutional, so it runs where the faces are: an
 image is scaled so that its smallest wanted face (``min_face`` pixels high, halved once per
-``upsample``) becomes the smallest anchor (16 px), capped by ``max_side`` on the longer side,
-and padded to a multiple of 32. Faces larger than the anchors reach at that scale (about
-320 px) are found on coarser levels, each 4x smaller than the last, added until the whole image
-fits in 320 px; the levels' detections are merged by one NMS. At the default ``min_face`` (16)
-a 320x320 photo is one pass at 320x320, a 640x480 one runs at 640x480 plus 160x120, and
-``upsample=1`` (faces from 8 px) doubles the finest level.
+``upsample``) becomes the smallest anchor (16 px), an image smaller than 320 px is enlarged to
+that (the size it was trained at: its landmarks are finer there), capped by ``max_side`` on
+the longer side, and padded to a multiple of 32. Faces larger than the anchors reach at that
+scale (about 320 px) are found on coarser levels, each 4x smaller than the last, added until the
+whole image fits in 320 px; the levels' detections are merged by one NMS. At the default
+``min_face`` (16) a 320x320 photo is one pass at 320x320, a 640x480 one runs at 640x480 plus
+160x120, and ``upsample=1`` (faces from 8 px) doubles the finest level.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ SMALLEST_ANCHOR = 16.0  # px at the network's scale: the smallest face it is tra
 LEVEL_REACH = 320  # px: the largest face one level finds (largest anchor 256, regressed)
 LEVEL_STEP = 4.0  # each coarser level is this many times smaller
 PAD_TO = 32  # the backbone's total stride
+MIN_WORKING_SIDE = 320  # px: a smaller image is enlarged to this (the training crops' size)
 DEFAULT_MIN_FACE = 16.0  # the finest level is the image's own resolution
 
 
@@ -67,10 +69,10 @@ def resolve_weights(weights: str | Path | None = None) -> Path:
 
 def working_scales(height: int, width: int, min_face: float, max_side: int) -> list[float]:
     """The scales an image of `height` x `width` runs at: the finest maps `min_face` to the
-    smallest anchor (at most `max_side` px on the longer side, 0: no cap), then 4x coarser
-    levels until the whole image fits in one level's reach."""
+    smallest anchor and the longer side to at least 320 px (at most `max_side` px, 0: no cap),
+    then 4x coarser levels until the whole image fits in one level's reach."""
     longer = max(height, width)
-    scale = SMALLEST_ANCHOR / min_face
+    scale = max(SMALLEST_ANCHOR / min_face, MIN_WORKING_SIDE / longer)
     if max_side:
         scale = min(scale, max_side / longer)
     scales = [scale]
