@@ -33,29 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gallery import at_cosine, unit_vectors  # bench/gallery.py, the SQLite benchmark
 
 from facesphere.gallery import Gallery
 
 MODEL = ("bench", "1")
 COSINE = 0.9
-
-
-def unit_vectors(rng: np.random.Generator, n: int, dim: int, chunk: int = 100_000) -> np.ndarray:
-    """`n` random unit vectors (float32), generated in chunks to bound the peak memory."""
-    out = np.empty((n, dim), np.float32)
-    for start in range(0, n, chunk):
-        block = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[start : start + len(block)] = block
-    return out
-
-
-def at_cosine(rng: np.random.Generator, rows: np.ndarray, cosine: float) -> np.ndarray:
-    """For each unit row, a unit vector at exactly `cosine` from it, in a random direction."""
-    noise = unit_vectors(rng, len(rows), rows.shape[1])
-    noise -= (noise * rows).sum(1, keepdims=True) * rows
-    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    return (cosine * rows + np.sqrt(1 - cosine**2) * noise).astype(np.float32)
 
 
 def exact_top1(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
