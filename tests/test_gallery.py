@@ -18,7 +18,6 @@ import pytest
 
 import facesphere.gallery.index as index_module
 from facesphere.gallery import (
-    FaceIndex,
     Gallery,
     GalleryError,
     GalleryExistsError,
@@ -27,6 +26,7 @@ from facesphere.gallery import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
+from facesphere.gallery.index import FaceIndex
 from facesphere.pretrained.cards import DLIB_RESNET
 
 # dlib-resnet's identification threshold for the 10-subject gallery of test_open_set_threshold

@@ -1,4 +1,5 @@
-"""Face galleries: enrolled subjects in SQLite, identified with a FAISS index.
+"""Face galleries: enrolled subjects in SQLite with a FAISS index, or in PostgreSQL + pgvector
+(`facesphere.gallery.backends`), identified open-set.
 
 >>> from facesphere.gallery import Gallery
 >>> gallery = Gallery.create("people.db")            # dlib-resnet, 128-d
@@ -16,15 +17,12 @@ from facesphere.gallery.errors import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
-from facesphere.gallery.index import HNSW_MIN_FACES, FaceIndex
 from facesphere.gallery.records import FaceRecord, Identification, Match, Subject
 from facesphere.gallery.store import Gallery
 
 __all__ = [
-    "HNSW_MIN_FACES",
     "EnrollImagesError",
     "EnrollReport",
-    "FaceIndex",
     "FaceRecord",
     "Gallery",
     "GalleryError",
