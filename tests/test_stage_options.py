@@ -111,6 +111,40 @@ def test_registry_refuses_factories_that_swallow_options() -> None:
         registry.register("strict")(strict)
 
 
+def test_first_use_from_many_threads_sees_every_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry fills itself on first use; threads asking meanwhile wait for all of it (a
+    service's concurrent first requests once saw "unknown landmarker ...; known: none")."""
+    import sys
+    import threading
+
+    package = tmp_path / "slowstage"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    registry: Registry[object] = Registry("thing", "slowstage")
+    monkeypatch.setitem(sys.modules, "slowstage_registry", registry)
+    for n in range(3):
+        (package / f"m{n}.py").write_text(
+            "import time\nimport slowstage_registry as r\ntime.sleep(0.05)\n"
+            f"r.register('model{n}')(lambda: {n})\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[list[str]] = []
+    start = threading.Barrier(6)
+
+    def ask() -> None:
+        start.wait()
+        seen.append(registry.names())
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [["model0", "model1", "model2"]] * 6
+
+
 def test_every_error_has_one_root() -> None:
     from facesphere import errors
     from facesphere.eval.pairs import PairsFormatError

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self._package = package
         self._loaded = package is None
+        self._loading = threading.RLock()
+        self._loader: int | None = None  # the thread importing the modules now
         self._factories: dict[str, Callable[..., T]] = {}
         self._forwards: dict[str, type | None] = {}
         self._cards: dict[str, ModelCard] = {}
@@ -59,13 +62,23 @@ class Registry(Generic[T]):
 
     def _load(self) -> None:
         """Import every module of the stage's package (once, on first use): a model registers
-        itself by being a module there, and importing the package alone stays cheap."""
-        if not self._loaded:
-            self._loaded = True
+        itself by being a module there, and importing the package alone stays cheap. Threads
+        that ask meanwhile wait until every module is imported (concurrent requests of a
+        service would otherwise see a half-filled registry)."""
+        if self._loaded:
+            return
+        with self._loading:
+            if self._loaded or self._loader == threading.get_ident():
+                return  # another thread finished it, or this one is inside it
             assert self._package is not None
-            package = importlib.import_module(self._package)
-            for module in pkgutil.iter_modules(package.__path__):
-                importlib.import_module(f"{self._package}.{module.name}")
+            self._loader = threading.get_ident()
+            try:
+                package = importlib.import_module(self._package)
+                for module in pkgutil.iter_modules(package.__path__):
+                    importlib.import_module(f"{self._package}.{module.name}")
+                self._loaded = True
+            finally:
+                self._loader = None
 
     def factory(self, name: str) -> Callable[..., T]:
         """The factory registered as `name` (ConfigError listing the known names if none)."""

@@ -59,9 +59,9 @@ def crop_face(
         return path, None, f"unreadable: {exc.reason}"
     if not faces:
         return path, None, "no face"
-    face = faces[0]
-    try:
-        chip = align_to_template(image, face.landmarks, face.landmark_scheme, TEMPLATES[template])
+    target = TEMPLATES[template]
+    try:  # the face's points in the template's own scheme when the pipeline placed them
+        chip = align_to_template(image, *faces[0].points_for(target), target)
     except ValueError as exc:
         return path, None, str(exc)
     return path, encode_jpeg(chip, quality), ""
