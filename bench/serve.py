@@ -12,9 +12,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +20,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from report import write_report  # bench/report.py
 
 from facesphere.io.data import data_dir
 from facesphere.serve.keys import KeyStore
@@ -133,14 +131,7 @@ def main() -> None:
             + ("  (stopped at the time limit)" if r["timed_out"] else "")
         )
     if args.json:
-        report = {
-            "benchmark": "serve-verify",
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "results": rows,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(args.json, "serve-verify", rows)
 
 
 if __name__ == "__main__":

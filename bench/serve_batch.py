@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from report import write_report  # bench/report.py
 
 from facesphere.io.data import data_dir
 from facesphere.serve.keys import KeyStore
@@ -115,14 +113,7 @@ def main() -> None:
             f" {r['faces_found']:>6} {'yes' if r['same_embeddings'] else 'NO':>5}"
         )
     if args.json:
-        report = {
-            "benchmark": "serve-batch-embed",
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "results": rows,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(args.json, "serve-batch-embed", rows)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import tempfile
 import threading
 import time
@@ -37,6 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+from report import write_report  # bench/report.py
 
 from facesphere.serve.config import ServeConfig
 from facesphere.serve.keys import KeyStore
@@ -237,16 +236,13 @@ def main() -> None:
             f" {r['seconds']:>6.1f}  {statuses}"
         )
     if args.json:
-        report = {
-            "benchmark": "serve-load",
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "settings": vars(args) | {"photo": str(args.photo), "json": str(args.json)},
-            "after_defaults": json.loads(defaults.to_json()) | {"slots": defaults.analysis_slots()},
-            "results": rows,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(
+            args.json,
+            "serve-load",
+            rows,
+            settings=vars(args) | {"photo": str(args.photo), "json": str(args.json)},
+            after_defaults=json.loads(defaults.to_json()) | {"slots": defaults.analysis_slots()},
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from facesphere.errors import DataError
+from facesphere.video.tracker import iou_matrix
 
 LABEL_SOURCES = ("wider", "orl", "celeba299")
 TEACHERS = ("yunet", "retinaface")
@@ -81,15 +82,6 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes (A, 4) and (B, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
-
-
 @dataclass
 class Found:
     """A teacher's faces: boxes (F, 4), scores (F,), points (F, 5, 2)."""
@@ -111,7 +103,7 @@ def fuse_teachers(first: Found, second: Found) -> list[FaceLabel]:
     `SOLO_SCORE`."""
     faces: list[FaceLabel] = []
     used: set[int] = set()
-    iou = _iou(first.boxes, second.boxes) if len(first.boxes) and len(second.boxes) else None
+    iou = iou_matrix(first.boxes, second.boxes) if len(first.boxes) and len(second.boxes) else None
     for i in range(len(first.boxes)):
         j = int(np.argmax(iou[i])) if iou is not None else -1
         if j >= 0 and iou[i, j] >= MATCH_IOU and j not in used:
@@ -155,7 +147,7 @@ def _wider_label(item, root: Path, teachers: Teachers) -> ImageLabel:
     teacher_faces = fuse_teachers(*teachers.find(image))
     label = ImageLabel(str(path.relative_to(root)), "wider", item.event, False)
     known = np.array([f.box for f in teacher_faces], np.float32).reshape(-1, 4)
-    iou = _iou(item.boxes, known) if len(known) and len(item.boxes) else None
+    iou = iou_matrix(item.boxes, known) if len(known) and len(item.boxes) else None
     for k, (box, invalid) in enumerate(zip(item.boxes, item.invalid, strict=True)):
         points = np.full((5, 2), np.nan, np.float32)
         if iou is not None and iou[k].max() >= MATCH_IOU:

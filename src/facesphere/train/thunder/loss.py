@@ -66,7 +66,7 @@ def rpn_targets(
     """(sampled positive anchors, sampled negative anchors, matched gt box per positive,
     per-anchor max IoU) for one image."""
     k = len(anchors)
-    free = ~ignored_by(anchors, ignore) if ignore is not None else torch.ones(k, dtype=torch.bool)
+    free = ~ignored_by(anchors, ignore if ignore is not None else gt.new_zeros((0, 4)))
     if len(gt) == 0:
         neg = _sample(free, settings.rpn_batch, generator)
         empty = torch.zeros(0, dtype=torch.long, device=anchors.device)
