@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from facesphere.cards import Calibration
+from facesphere.defaults import DEFAULT_DETECTOR
 from facesphere.eval.calibration import (
     CALIBRATED_FARS,
     choose_fusion_weight,
@@ -145,7 +146,7 @@ def write_module(calibrations: dict[str, Calibration], weight: float, command: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--write", action="store_true", help=f"regenerate {MODULE.name}")

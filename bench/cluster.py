@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facesphere.cluster import cluster_embeddings, list_cluster_methods, pairwise_scores
+from facesphere.defaults import DEFAULT_DETECTOR
 from facesphere.eval.verification import embed_main_faces
 from facesphere.io.data import data_dir
 from facesphere.io.files import iter_image_files
@@ -68,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="identities (default: all)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=None)
-    parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR)
     parser.add_argument("--recognizer", default="dlib-resnet")
     parser.add_argument("--half", choices=["all", "even", "odd"], default="all")
     parser.add_argument("--workers", type=int, default=None, help="embedding processes")

@@ -39,7 +39,7 @@ from facesphere.io.data import data_dir
 from facesphere.paths import facesphere_home
 from facesphere.pipeline.analyzer import Face, FaceAnalyzer
 
-DEFAULT_PIPELINES = "yunet:dlib-resnet+sface,yunet:sface,yunet:dlib-resnet"
+DEFAULT_PIPELINES = "retinaface:dlib-resnet+sface,yunet:dlib-resnet+sface,yunet:sface"
 
 
 def operating_threshold(

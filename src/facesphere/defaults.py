@@ -6,5 +6,5 @@ bench/detect.py). dlib's public-domain pipeline stays one flag away:
 ``--detector cnn --recognizer dlib-resnet``.
 """
 
-DEFAULT_DETECTOR = "yunet"
+DEFAULT_DETECTOR = "retinaface"
 DEFAULT_RECOGNIZER = "dlib-resnet+sface"

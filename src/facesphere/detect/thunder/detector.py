@@ -139,7 +139,8 @@ class ThunderDetector:
         x = torch.from_numpy(padded).to(self.device).permute(2, 0, 1)[None].float()
         mean = torch.as_tensor(norm.mean, dtype=torch.float32, device=self.device)
         std = torch.as_tensor(norm.std, dtype=torch.float32, device=self.device)
-        return (x - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1), (nh, nw)
+        x = (x - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1)
+        return x.contiguous(memory_format=torch.channels_last), (nh, nw)
 
     def _level(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, ...]:
         """(boxes, scores, points) found at one scale, in the original image's pixels."""

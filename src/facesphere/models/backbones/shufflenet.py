@@ -31,6 +31,10 @@ STAGE_REPEATS = (4, 8, 4)
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave ``groups`` channel groups: (N, g*c, H, W) -> channels ordered c-major."""
     n, channels, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # NHWC in memory: shuffle the innermost axis and stay channels-last (one copy)
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, channels // groups)
+        return nhwc.transpose(3, 4).reshape(n, h, w, channels).permute(0, 3, 1, 2)
     x = x.view(n, groups, channels // groups, h, w).transpose(1, 2)
     return x.reshape(n, channels, h, w)
 
