@@ -53,7 +53,8 @@ bench-env: $(STAMP)
 	$(BIN)/python -m pip install -q "setuptools<81"
 
 bench-lfw: bench-env
-	$(BIN)/python bench/lfw.py --detectors cnn,hog --json out/bench/lfw.json
+	$(BIN)/python bench/lfw.py --timing-images 50 --json out/bench/lfw.json \
+		--pipelines retinaface:dlib-resnet+sface,retinaface:sface
 
 clean:
 	rm -rf $(VENV) out

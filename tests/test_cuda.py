@@ -63,6 +63,33 @@ def test_thunder_detections_match_cpu(shared_data: Path) -> None:
         np.testing.assert_allclose(det_g.landmarks, det_c.landmarks, atol=0.5)
 
 
+@pytest.mark.parametrize("name", ["yunet", "retinaface"])
+def test_pretrained_detections_match_cpu(shared_data: Path, name: str) -> None:
+    from facesphere.detect.registry import create_detector
+
+    images = [_photo(shared_data, n) for n in ("Colin_Powell", "Tony_Blair")]
+    for image in images:
+        cpu = create_detector(name, device="cpu").detect(image)
+        gpu = create_detector(name, device="cuda").detect(image)
+        assert len(cpu) == len(gpu) >= 1
+        for det_c, det_g in zip(cpu, gpu, strict=True):
+            np.testing.assert_allclose(det_g.box, det_c.box, atol=0.5)
+            np.testing.assert_allclose(det_g.landmarks, det_c.landmarks, atol=0.5)
+            assert abs(det_g.score - det_c.score) < 1e-3
+
+
+def test_sface_embeddings_match_cpu(shared_data: Path) -> None:
+    from facesphere.recognize.sface import SFaceRecognizer
+
+    chips = np.stack(
+        [_photo(shared_data, n)[69:181, 69:181] for n in ("Colin_Powell", "Tony_Blair")] * 20
+    )
+    cpu = SFaceRecognizer(device="cpu").embed_chips(chips)
+    gpu = SFaceRecognizer(device="cuda", batch_size=16).embed_chips(chips)
+    assert gpu.shape == cpu.shape == (40, 128)
+    assert (np.sum(cpu * gpu, axis=1) > 0.9999).all()
+
+
 def test_analyzer_on_cuda_verifies_like_cpu(shared_data: Path) -> None:
     from facesphere.pipeline.analyzer import FaceAnalyzer
 

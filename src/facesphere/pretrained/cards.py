@@ -43,8 +43,9 @@ def _cluster_thresholds(
     whispers: float,
     whispers_f1: tuple[float, float],
 ) -> dict[str, Threshold]:
-    """Clustering thresholds of best pairwise F1 on the even half of celeba299's people (yunet
-    detections, central face; bench/cluster.py), with the F1 there and on the odd half."""
+    """Clustering thresholds of best pairwise F1 on the even half of celeba299's people (the
+    default detector's detections, central face; bench/cluster.py), with the F1 there and on
+    the odd half."""
     dataset = "celeba299 (even half of the people; checked on the odd half)"
     return {
         CLUSTER_AVERAGE: Threshold(
@@ -81,7 +82,7 @@ DLIB_RESNET = _dlib_card(
         "set and images gathered from the internet; those sets carry their own (research) "
         "terms, the model itself is public domain"
     ),
-    thresholds=_cluster_thresholds(0.93, (0.869, 0.854), 0.95, (0.856, 0.820)),
+    thresholds=_cluster_thresholds(0.93, (0.865, 0.857), 0.95, (0.837, 0.839)),
     calibration=DLIB_RESNET_CALIBRATION,
     notes=(
         "ResNet of 29 conv layers rebuilt in torch from the dlib file; input 150x150 RGB "
@@ -190,7 +191,7 @@ SFACE = ModelCard(
         "itself, and OpenCV's FaceRecognizerSF.feature swaps its BGR crop to RGB before the "
         "network. Published LFW accuracy 99.40% (fp32) / 99.32% (int8), OpenCV Zoo."
     ),
-    thresholds=_cluster_thresholds(0.33, (0.908, 0.906), 0.50, (0.887, 0.887)),
+    thresholds=_cluster_thresholds(0.35, (0.927, 0.929), 0.47, (0.909, 0.914)),
     calibration=SFACE_CALIBRATION,
 )
 
@@ -211,7 +212,7 @@ DLIB_RESNET_SFACE = ModelCard(
         "its members': dlib-resnet's public-domain model of research-licensed faces, and "
         "sface's MS-Celeb-1M-derived training data (research use only)"
     ),
-    thresholds=_cluster_thresholds(0.80, (0.910, 0.904), 0.85, (0.895, 0.888)),
+    thresholds=_cluster_thresholds(0.76, (0.919, 0.926), 0.80, (0.911, 0.914)),
     calibration=DLIB_RESNET_SFACE_CALIBRATION,
     notes=(
         "dlib's ResNet (dlib150 chip) and SFace (standard112 chip) fused: the embedding is "
