@@ -27,14 +27,19 @@ def _photo(shared_data: Path, name: str) -> np.ndarray:
     return load_image(shared_data / "lfw" / "images" / name / f"{name}_0001.jpg")
 
 
-def test_dlib_resnet_embeddings_match_cpu(shared_data: Path) -> None:
-    from facesphere.recognize.dlib_resnet import DlibResNetRecognizer
+@pytest.mark.parametrize(("name", "side"), [("dlib-resnet", 150), ("sface", 112)])
+def test_recognizer_embeddings_match_cpu(shared_data: Path, name: str, side: int) -> None:
+    from facesphere.recognize.registry import create_recognizer
 
     chips = np.stack(
-        [_photo(shared_data, n)[50:200, 50:200] for n in ("Colin_Powell", "Tony_Blair")] * 20
+        [
+            _photo(shared_data, n)[50 : 50 + side, 50 : 50 + side]
+            for n in ("Colin_Powell", "Tony_Blair")
+        ]
+        * 20
     )
-    cpu = DlibResNetRecognizer(device="cpu").embed_chips(chips)
-    gpu = DlibResNetRecognizer(device="cuda", batch_size=16).embed_chips(chips)
+    cpu = create_recognizer(name, device="cpu").embed_chips(chips)
+    gpu = create_recognizer(name, device="cuda", batch_size=16).embed_chips(chips)
     assert gpu.shape == cpu.shape == (40, 128)
     assert (np.sum(cpu * gpu, axis=1) > 0.9999).all()
 
@@ -76,18 +81,6 @@ def test_pretrained_detections_match_cpu(shared_data: Path, name: str) -> None:
             np.testing.assert_allclose(det_g.box, det_c.box, atol=0.5)
             np.testing.assert_allclose(det_g.landmarks, det_c.landmarks, atol=0.5)
             assert abs(det_g.score - det_c.score) < 1e-3
-
-
-def test_sface_embeddings_match_cpu(shared_data: Path) -> None:
-    from facesphere.recognize.sface import SFaceRecognizer
-
-    chips = np.stack(
-        [_photo(shared_data, n)[69:181, 69:181] for n in ("Colin_Powell", "Tony_Blair")] * 20
-    )
-    cpu = SFaceRecognizer(device="cpu").embed_chips(chips)
-    gpu = SFaceRecognizer(device="cuda", batch_size=16).embed_chips(chips)
-    assert gpu.shape == cpu.shape == (40, 128)
-    assert (np.sum(cpu * gpu, axis=1) > 0.9999).all()
 
 
 def test_analyzer_on_cuda_verifies_like_cpu(shared_data: Path) -> None:
