@@ -23,6 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facesphere.cli.main import app
+from facesphere.defaults import DEFAULT_DETECTOR
 from facesphere.detect import create_detector, list_detectors
 from facesphere.detect.base import Detection
 from facesphere.detect.geometry import DEFAULT_MAX_SIDE, MIN_FACE_SIDE, shrink_to_max_side
@@ -469,7 +470,7 @@ def test_max_side_option_reaches_the_detector(tmp_path: Path) -> None:
     result = runner.invoke(app, ["detect", str(large), "--max-side", "250", "--json"])
     assert result.exit_code == 0, result.output
     (face,) = json.loads(result.stdout)["faces"]
-    (small,) = detector("yunet").detect(photo)
+    (small,) = detector(DEFAULT_DETECTOR).detect(photo)  # what `detect` runs by default
     np.testing.assert_allclose(face["box"], small.box * 3, atol=6)
     assert FaceAnalyzer(max_side=0).detector.max_side == 0
     # thunder too works at most max_side px on the longer side, boxes in the original's pixels
