@@ -172,7 +172,7 @@ _PIPELINE_PARAMETERS = [
             DEFAULT_DETECTOR,
             "--detector",
             "-d",
-            help="Face detector: yunet, retinaface, cnn (dlib's MMOD), hog or thunder.",
+            help="Face detector: retinaface, yunet, cnn (dlib's MMOD), hog or thunder.",
         ),
     ),
     _option(
