@@ -246,3 +246,14 @@ def test_count_flops_uses_model_input_size() -> None:
     flops = count_flops(model)
     # IResNet-18 at 112x112 is about 5.2 GFLOPs (2.6 GMACs) in torch's counting.
     assert 4.5e9 < flops < 6e9
+
+
+def test_channel_shuffle_is_the_same_in_channels_last_memory() -> None:
+    from facesphere.models.backbones.shufflenet import channel_shuffle
+
+    x = torch.randn(2, 12, 5, 7)
+    expected = x.view(2, 2, 6, 5, 7).transpose(1, 2).reshape(2, 12, 5, 7)
+    nhwc = channel_shuffle(x.contiguous(memory_format=torch.channels_last), 2)
+    assert torch.equal(channel_shuffle(x, 2), expected)
+    assert torch.equal(nhwc, expected)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)  # no copy back to NCHW

@@ -120,10 +120,13 @@ def test_folded_batch_norm_gives_the_same_outputs() -> None:
         folded.load_state_dict(model.state_dict())
         folded.eval().fold_for_inference()
         after = folded.features(x)[:3]
+        # the detector hands the folded (channels-last) backbone NHWC images
+        after_nhwc = folded.features(x.contiguous(memory_format=torch.channels_last))[:3]
     left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert left == 0
-    for a, b in zip(before, after):
+    for a, b, c in zip(before, after, after_nhwc, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(ThunderFace().train())
 
