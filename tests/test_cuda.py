@@ -56,26 +56,14 @@ def test_mmod_boxes_match_cpu(shared_data: Path) -> None:
         assert abs(det_g.score - det_c.score) < 1e-3
 
 
-def test_thunder_detections_match_cpu(shared_data: Path) -> None:
-    from facesphere.detect.thunder.detector import ThunderDetector
-
-    image = _photo(shared_data, "Tony_Blair")
-    cpu = ThunderDetector(device="cpu").detect(image)
-    gpu = ThunderDetector(device="cuda").detect(image)
-    assert len(cpu) == len(gpu) >= 1
-    for det_c, det_g in zip(cpu, gpu, strict=True):
-        np.testing.assert_allclose(det_g.box, det_c.box, atol=0.5)
-        np.testing.assert_allclose(det_g.landmarks, det_c.landmarks, atol=0.5)
-
-
-@pytest.mark.parametrize("name", ["yunet", "retinaface"])
-def test_pretrained_detections_match_cpu(shared_data: Path, name: str) -> None:
+@pytest.mark.parametrize("name", ["thunder", "yunet", "retinaface"])
+def test_landmark_detections_match_cpu(shared_data: Path, name: str) -> None:
     from facesphere.detect.registry import create_detector
 
-    images = [_photo(shared_data, n) for n in ("Colin_Powell", "Tony_Blair")]
-    for image in images:
-        cpu = create_detector(name, device="cpu").detect(image)
-        gpu = create_detector(name, device="cuda").detect(image)
+    on_cpu = create_detector(name, device="cpu")
+    on_gpu = create_detector(name, device="cuda")
+    for image in (_photo(shared_data, n) for n in ("Colin_Powell", "Tony_Blair")):
+        cpu, gpu = on_cpu.detect(image), on_gpu.detect(image)
         assert len(cpu) == len(gpu) >= 1
         for det_c, det_g in zip(cpu, gpu, strict=True):
             np.testing.assert_allclose(det_g.box, det_c.box, atol=0.5)

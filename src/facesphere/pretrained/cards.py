@@ -43,9 +43,9 @@ def _cluster_thresholds(
     whispers: float,
     whispers_f1: tuple[float, float],
 ) -> dict[str, Threshold]:
-    """Clustering thresholds of best pairwise F1 on the even half of celeba299's people (the
-    default detector's detections, central face; bench/cluster.py), with the F1 there and on
-    the odd half."""
+    """Clustering thresholds of best pairwise F1 on the even half of celeba299's people
+    (retinaface detections, central face; bench/cluster.py), with the F1 there and on the odd
+    half."""
     dataset = "celeba299 (even half of the people; checked on the odd half)"
     return {
         CLUSTER_AVERAGE: Threshold(
