@@ -138,6 +138,17 @@ def test_identify_matches_brute_force_aggregation(gallery: Gallery, rng) -> None
     assert counts["crowd"] == 60 and counts["person000"] == 3 and len(counts) == 41
 
 
+def test_rebuilt_index_answers_as_before(gallery: Gallery, rng) -> None:
+    people = enroll_people(gallery, rng, 30, faces=2)
+    queries = np.stack([at_cosine(rng, people[f"person{i:03d}"][0], 0.9) for i in range(30)])
+    before = [(r.matches[0].subject, r.matches[0].score) for r in gallery.identify(queries)]
+    gallery.rebuild_index()
+    after = [(r.matches[0].subject, r.matches[0].score) for r in gallery.identify(queries)]
+    assert [name for name, _ in after] == [f"person{i:03d}" for i in range(30)]
+    assert [name for name, _ in after] == [name for name, _ in before]
+    np.testing.assert_allclose([s for _, s in after], [s for _, s in before], atol=1e-5)
+
+
 def test_open_set_threshold(gallery: Gallery, rng) -> None:
     people = enroll_people(gallery, rng, 10)
     face = people["person003"][0]

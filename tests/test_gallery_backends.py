@@ -19,7 +19,7 @@ from facesphere.gallery import (
     ModelMismatchError,
 )
 from facesphere.gallery.backend import backend_for, list_backends
-from facesphere.gallery.backends.postgres import PostgresBackend, split_url
+from facesphere.gallery.backends.postgres import PostgresBackend, rebuild_memory_mb, split_url
 from facesphere.gallery.backends.sqlite import SqliteBackend
 from facesphere.gallery.errors import BackendUnavailableError
 from facesphere.pretrained.cards import DLIB_RESNET
@@ -29,6 +29,15 @@ from facesphere.serve.config import ServeConfig
 def unit(rng: np.random.Generator, n: int, dim: int = 128) -> np.ndarray:
     x = rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_index_rebuild_memory_grows_with_the_graph() -> None:
+    assert rebuild_memory_mb(0, 128) == 64  # the floor
+    small, wide = rebuild_memory_mb(1_000_000, 128), rebuild_memory_mb(1_000_000, 512)
+    assert 1500 < small < wide  # 512-d needs its vectors' 1.5 KB more a face
+    assert wide > 2 * 2048  # a million 512-d faces need twice the old fixed 2 GB
+    assert rebuild_memory_mb(2_000_000, 512) == pytest.approx(2 * wide, abs=1)
+    assert rebuild_memory_mb(100_000_000, 512) == 32 * 1024  # the ceiling
 
 
 def test_back_ends_are_chosen_by_target() -> None:

@@ -53,8 +53,9 @@ MAX_EF_SEARCH = 1000
 # Key of the advisory lock under which galleries are created (any constant of our own).
 _CREATE_LOCK = 0x46534759
 _MAX_NAME = 200
-# maintenance_work_mem of an index rebuild (pgvector keeps the graph in it while it fits).
-REBUILD_MEMORY = "2GB"
+# Bounds of an index rebuild's maintenance_work_mem (see `rebuild_memory_mb`).
+MIN_REBUILD_MB = 64
+MAX_REBUILD_MB = 32 * 1024
 _FACE_COLUMNS = (
     "f.id, s.name, f.model, f.model_version, f.source_sha256, f.x1, f.y1, f.x2, f.y2, f.score,"
     " f.created_at"
@@ -125,6 +126,16 @@ def _database_errors(location: str) -> Iterator[None]:
     except psycopg.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackendUnavailableError(f"gallery {location}: database error: {message}") from exc
+
+
+def rebuild_memory_mb(faces: int, dim: int, m: int = HNSW_M) -> int:
+    """maintenance_work_mem (MB) that holds pgvector's HNSW graph of `faces` vectors in
+    memory, with a quarter to spare: per element the vector (4 bytes a dimension), about
+    16 bytes for each of its 2m layer-0 neighbours (and the few above), and a fixed 256.
+    Past that pgvector goes on inserting into the index on disk, many times slower (at 1M x
+    512-d, m = 32: about 4 GB). Clamped to [64 MB, 32 GB]."""
+    element = 4 * dim + 16 * (2 * m + m // 2) + 256
+    return max(MIN_REBUILD_MB, min(MAX_REBUILD_MB, -(-faces * element * 5 // 4 // 2**20)))
 
 
 @register_backend("postgres")
@@ -606,6 +617,8 @@ class PostgresBackend(GalleryBackend):
         """Build the HNSW index anew (made again if it was dropped, e.g. for a bulk load),
         with memory for the whole graph: pgvector builds far faster when it fits."""
         with self._transaction() as cur:
-            cur.execute(f"SET LOCAL maintenance_work_mem = '{REBUILD_MEMORY}'")
+            faces = int(cur.execute(self._sql("SELECT COUNT(*) FROM {f}")).fetchone()[0])
+            memory = rebuild_memory_mb(faces, self.meta.dim)
+            cur.execute(f"SET LOCAL maintenance_work_mem = '{memory}MB'")
             cur.execute(self._sql("DROP INDEX IF EXISTS {hnsw}"))
             cur.execute(self._create_hnsw(self._tables))
