@@ -333,7 +333,7 @@ class PostgresBackend(GalleryBackend):
 
     def face_count(self) -> int:
         with self._transaction() as cur:
-            return int(cur.execute(self._sql("SELECT COUNT(*) FROM {f}")).fetchone()[0])
+            return self._face_count(cur)
 
     def subject_count(self) -> int:
         with self._transaction() as cur:
@@ -343,6 +343,9 @@ class PostgresBackend(GalleryBackend):
     def generation(self) -> int:
         with self._transaction() as cur:
             return self._generation(cur)
+
+    def _face_count(self, cur: psycopg.Cursor) -> int:
+        return int(cur.execute(self._sql("SELECT COUNT(*) FROM {f}")).fetchone()[0])
 
     def _generation(self, cur: psycopg.Cursor) -> int:
         query = f"SELECT generation FROM {GALLERIES} WHERE id = %s"
@@ -610,14 +613,14 @@ class PostgresBackend(GalleryBackend):
 
     def index_status(self) -> dict[str, Any]:
         with self._transaction() as cur:
-            faces = int(cur.execute(self._sql("SELECT COUNT(*) FROM {f}")).fetchone()[0])
+            faces = self._face_count(cur)
             return {"kind": "hnsw", "faces": faces, "generation": self._generation(cur)}
 
     def rebuild_index(self) -> None:
         """Build the HNSW index anew (made again if it was dropped, e.g. for a bulk load),
         with memory for the whole graph: pgvector builds far faster when it fits."""
         with self._transaction() as cur:
-            faces = int(cur.execute(self._sql("SELECT COUNT(*) FROM {f}")).fetchone()[0])
+            faces = self._face_count(cur)
             memory = rebuild_memory_mb(faces, self.meta.dim)
             cur.execute(f"SET LOCAL maintenance_work_mem = '{memory}MB'")
             cur.execute(self._sql("DROP INDEX IF EXISTS {hnsw}"))
