@@ -58,6 +58,8 @@ def test_thunder_options_are_checked() -> None:
         create_detector("thunder", min_face=2)
     with pytest.raises(ConfigError, match="upsample"):
         create_detector("thunder", upsample=5)
+    with pytest.raises(ConfigError, match="refine_landmarks"):
+        create_detector("thunder", refine_landmarks="yes")
     assert create_detector("thunder", upsample=1, min_face=24).min_face == 12
     assert working_scales(320, 320, create_detector("thunder").min_face, 2048) == [1.0]
 

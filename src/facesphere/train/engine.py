@@ -248,6 +248,19 @@ class LRSchedule:
 # -- randomness ---------------------------------------------------------------------------------
 
 
+def start_run(config: Any, output: str | Path, threads: int, seed: int) -> Path:
+    """Begin a run: torch threads (0 keeps torch's choice), the output folder with the
+    config written into it as ``config.yaml`` (`config` has ``to_dict()``), every generator
+    seeded. Returns the output folder."""
+    if threads:
+        torch.set_num_threads(threads)
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    seed_everything(seed)
+    return folder
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators."""
     random.seed(seed)

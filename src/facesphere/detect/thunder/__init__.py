@@ -19,9 +19,11 @@ def thunder_detector(
     min_face: float = DEFAULT_MIN_FACE,
     upsample: int = 0,
     max_side: int = DEFAULT_MAX_SIDE,
+    refine_landmarks: bool = True,
 ) -> ThunderDetector:
     """The trained ThunderNet face detector (bundled weights unless `weights` is given):
-    faces from `min_face` px high (halved per `upsample`), working side at most `max_side`."""
+    faces from `min_face` px high (halved per `upsample`), working side at most `max_side`;
+    `refine_landmarks` re-reads each face's points with the file's second landmark stage."""
     return ThunderDetector(
         weights=weights,
         device=device,
@@ -29,4 +31,5 @@ def thunder_detector(
         min_face=min_face,
         upsample=upsample,
         max_side=max_side,
+        refine_landmarks=refine_landmarks,
     )

@@ -2,7 +2,9 @@
 
 Weights come from, in order: the ``weights`` argument, ``$FACESPHERE_THUNDER_WEIGHTS``, or
 the bundled ``facesphere/assets/thunder_snet49.pt`` (checked against its card's sha256).
-Every detection carries its standard-5 points (scheme ``standard5``).
+Every detection carries its standard-5 points (scheme ``standard5``): from the second
+landmark stage (`facesphere.detect.thunder.refine`) when the weights file holds one, as the
+bundled file does (``refine_landmarks=False`` keeps the R-CNN head's points), else the head's.
 
 Working resolution. The network is fully convolutional, so it runs where the faces are: an
 image is scaled so that its smallest wanted face (``min_face`` pixels high, halved once per
@@ -37,9 +39,12 @@ from facesphere.detect.thunder.model import (
     ThunderFace,
     landmarks_from_offsets,
     load_model,
+    load_refiner,
 )
 from facesphere.detect.thunder.ops import clip_boxes, decode_boxes, nms
+from facesphere.detect.thunder.refine import refine_landmarks
 from facesphere.errors import ConfigError, ModelFileError
+from facesphere.models.fold import fold_batchnorm
 from facesphere.pretrained.cards import THUNDER
 from facesphere.pretrained.files import card_file
 
@@ -103,12 +108,15 @@ class ThunderDetector:
         min_face: float = DEFAULT_MIN_FACE,
         upsample: int = 0,
         max_side: int = DEFAULT_MAX_SIDE,
+        refine_landmarks: bool = True,
     ) -> None:
         check_detector_options(score_threshold, nms_iou, max_side)
         if not math.isfinite(min_face) or min_face < 4:
             raise ConfigError("min_face must be a face height in pixels, at least 4")
         if isinstance(upsample, bool) or not 0 <= upsample <= 3:
             raise ConfigError("upsample must be 0..3 (each halves min_face)")
+        if not isinstance(refine_landmarks, bool):
+            raise ConfigError("refine_landmarks must be true or false")
         self.device = torch.device(device)
         path = resolve_weights(weights)
         if weights is not None or os.environ.get(WEIGHTS_ENV):
@@ -116,31 +124,43 @@ class ThunderDetector:
                 weights_file=str(path), sha256=None, weights_source=f"user-trained ({path})"
             )
         self.model: ThunderFace = load_model(path, str(self.device)).fold_for_inference()
+        refiner = load_refiner(path, str(self.device)) if refine_landmarks else None
+        # folded and channels-last, as the backbone: the same points, faster on the CPU
+        self.refiner = (
+            fold_batchnorm(refiner).to(memory_format=torch.channels_last)
+            if refiner is not None
+            else None
+        )
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.min_face = min_face / 2**upsample
         self.max_side = max_side
+        norm = self.card.normalization
+        mean = torch.tensor(np.broadcast_to(norm.mean, (3,)), dtype=torch.float32)
+        std = torch.tensor(np.broadcast_to(norm.std, (3,)), dtype=torch.float32)
+        self._pad_grey = mean.round().reshape(1, 3, 1, 1).to(self.device)
+        self._inv_std = (1 / std).reshape(1, 3, 1, 1).to(self.device)
+        self._shift = (-mean / std).reshape(1, 3, 1, 1).to(self.device)
 
     def _input(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, tuple[int, int]]:
         """The network input of `image` at `scale` (padded to a multiple of 32 with the
-        normalisation's mean grey) and the (height, width) the image fills in it."""
+        normalisation's mean grey), channels-last, and the (height, width) the image fills."""
         h, w = image.shape[:2]
         nw, nh = max(round(w * scale), 1), max(round(h * scale), 1)
-        shrink = nw < w
-        resized = cv2.resize(
-            image, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        )
+        if (nw, nh) != (w, h):
+            shrink = nw < w
+            image = cv2.resize(
+                image, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            )
+        elif not image.flags.writeable:  # torch only wraps writable arrays
+            image = image.copy()
         ph, pw = (max(math.ceil(v / PAD_TO) * PAD_TO, 64) for v in (nh, nw))
-        norm = self.card.normalization
-        grey = [round(float(v)) for v in np.broadcast_to(norm.mean, (3,))]
-        padded = cv2.copyMakeBorder(
-            resized, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=grey
-        )
-        x = torch.from_numpy(padded).to(self.device).permute(2, 0, 1)[None].float()
-        mean = torch.as_tensor(norm.mean, dtype=torch.float32, device=self.device)
-        std = torch.as_tensor(norm.std, dtype=torch.float32, device=self.device)
-        x = (x - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1)
-        return x.contiguous(memory_format=torch.channels_last), (nh, nw)
+        x = torch.empty((1, 3, ph, pw), device=self.device, memory_format=torch.channels_last)
+        x[:, :, :nh, :nw] = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
+        x[:, :, nh:, :] = self._pad_grey
+        x[:, :, :nh, nw:] = self._pad_grey
+        # (pixel - mean) / std as one multiply-add in place
+        return x.mul_(self._inv_std).add_(self._shift), (nh, nw)
 
     def _level(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, ...]:
         """(boxes, scores, points) found at one scale, in the original image's pixels."""
@@ -177,12 +197,15 @@ class ThunderDetector:
         ]
         boxes, prob, points = (torch.cat([level[k].cpu() for level in levels]) for k in range(3))
         order = nms(boxes, prob, self.nms_iou)
+        boxes, prob, points = boxes[order].numpy(), prob[order].numpy(), points[order].numpy()
+        if self.refiner is not None:
+            points = refine_landmarks(self.refiner, image, boxes, self.card.normalization)
         return [
             Detection(
-                boxes[i].numpy().astype(np.float32),
+                boxes[i].astype(np.float32),
                 float(prob[i]),
-                points[i].numpy().astype(np.float32),
+                points[i].astype(np.float32),
                 self.card.landmark_scheme,
             )
-            for i in order.tolist()
+            for i in range(len(order))
         ]

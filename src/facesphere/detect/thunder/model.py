@@ -5,8 +5,10 @@ five standard landmarks (left eye centre, right eye centre, nose tip, left and r
 corner) as offsets from the RoI centre in units of the RoI size.
 
 Its files, written by training and read here without it: ``facesphere-thunder`` (weights and
-:class:`ThunderSpec`, :func:`save_model`) and ``facesphere-thunder-checkpoint`` (a resumable
-training state that also holds ``spec`` and ``state_dict``); :func:`load_model` reads both.
+:class:`ThunderSpec`, :func:`save_model`, optionally with a trained second landmark stage,
+:mod:`facesphere.detect.thunder.refine`, under ``refiner``) and ``facesphere-thunder-checkpoint``
+(a resumable training state that also holds ``spec`` and ``state_dict``); :func:`load_model`
+reads both, :func:`load_refiner` the landmark stage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from facesphere.detect.thunder.ops import (
     make_anchors,
     ps_roi_align,
 )
+from facesphere.detect.thunder.refine import LandmarkRefiner, RefinerSpec
 from facesphere.errors import ModelError
 from facesphere.models.backbones import create_backbone
 from facesphere.models.checkpoint import save_atomic
@@ -227,14 +230,42 @@ def offsets_from_landmarks(points: Tensor, boxes: Tensor) -> Tensor:
     return (points - centre) / (LANDMARK_STD * wh)
 
 
-def save_model(model: ThunderFace, path: str | Path, half: bool = False) -> None:
-    """Write the ``facesphere-thunder`` file: architecture and weights for inference (``half``
-    stores float16: half the size)."""
-    state = {
+def _state(module: nn.Module, half: bool) -> dict[str, Tensor]:
+    return {
         k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-        for k, v in model.state_dict().items()
+        for k, v in module.state_dict().items()
     }
-    save_atomic({"format": MODEL_FORMAT, "spec": asdict(model.spec), "state_dict": state}, path)
+
+
+def save_model(
+    model: ThunderFace,
+    path: str | Path,
+    half: bool = False,
+    refiner: LandmarkRefiner | None = None,
+) -> None:
+    """Write the ``facesphere-thunder`` file: architecture and weights for inference, and the
+    second landmark stage when given (``half`` stores float16: half the size)."""
+    blob: dict = {
+        "format": MODEL_FORMAT,
+        "spec": asdict(model.spec),
+        "state_dict": _state(model, half),
+    }
+    if refiner is not None:
+        blob["refiner"] = {"spec": refiner.spec.to_dict(), "state_dict": _state(refiner, half)}
+    save_atomic(blob, path)
+
+
+def load_refiner(path: str | Path, device: str = "cpu") -> LandmarkRefiner | None:
+    """The second landmark stage saved in a ``facesphere-thunder`` file (eval mode), or None
+    when the file has none."""
+    blob = torch.load(path, map_location=device, weights_only=False)
+    saved = blob.get("refiner") if isinstance(blob, dict) else None
+    if saved is None:
+        return None
+    spec = saved["spec"]
+    refiner = LandmarkRefiner(RefinerSpec(int(spec["size"]), tuple(spec["widths"])))
+    refiner.load_state_dict({k: v.float() for k, v in saved["state_dict"].items()})
+    return refiner.eval().to(device)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> ThunderFace:

@@ -123,28 +123,29 @@ def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
 
 def _bilinear_gather(feats: Tensor, batch: Tensor, bins: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """Bilinear samples of ``feats`` (N, B, C, H, W) at (x, y); batch/bins/x/y broadcast to
-    a common shape S; returns (*S, C). Points beyond one pixel outside the map give zero."""
+    a common shape S; returns (*S, C). Points beyond one pixel outside the map give zero.
+
+    The four corners of every sample are read in one gather and blended in one weighted sum
+    (few large ops rather than many small ones: the head runs on every RoI of every image)."""
     _, _, _, h, w = feats.shape
-    valid = (x > -1.0) & (x < w) & (y > -1.0) & (y < h)
+    valid = ((x > -1.0) & (x < w) & (y > -1.0) & (y < h)).to(feats.dtype)
     x = x.clamp(0, w - 1)
     y = y.clamp(0, h - 1)
-    x0 = x.floor().long().clamp(max=w - 1)
-    y0 = y.floor().long().clamp(max=h - 1)
+    x0 = x.floor().clamp(max=w - 1)
+    y0 = y.floor().clamp(max=h - 1)
+    fx = x - x0
+    fy = y - y0
+    x0, y0 = x0.long(), y0.long()
     x1 = (x0 + 1).clamp(max=w - 1)
     y1 = (y0 + 1).clamp(max=h - 1)
-    fx = (x - x0.to(x.dtype)).unsqueeze(-1)
-    fy = (y - y0.to(y.dtype)).unsqueeze(-1)
+    # corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) stacked on a last axis of 4
+    index = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1)
+    weight = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], dim=-1)
+    weight = weight * valid.unsqueeze(-1)
     flat = feats.flatten(3)  # (N, B, C, H*W)
-    batch = batch.expand_as(x0)
-    bins = bins.expand_as(x0)
-
-    def at(yy: Tensor, xx: Tensor) -> Tensor:
-        # advanced indices around a slice: the indexed dims come first, the slice (C) last
-        return flat[batch, bins, :, yy * w + xx]
-
-    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
-    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
-    return (top * (1 - fy) + bottom * fy) * valid.unsqueeze(-1).to(flat.dtype)
+    # advanced indices around a slice: the indexed dims come first, the slice (C) last
+    corners = flat[batch.unsqueeze(-1), bins.unsqueeze(-1), :, index]  # (*S, 4, C)
+    return (corners * weight.unsqueeze(-1)).sum(dim=-2)
 
 
 def ps_roi_align(

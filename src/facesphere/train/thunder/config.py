@@ -56,6 +56,58 @@ class DetectorTrainConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class LandmarkTrainConfig:
+    """One training run of thunder's second landmark stage (`train.thunder.landmarks`)."""
+
+    detector: str | None = None
+    data_root: str = engine.data_path("data:")
+    size: int = 48
+    widths: list[int] = field(default_factory=lambda: [24, 48, 64, 96, 128])
+    epochs: int = 80
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    limit: int | None = None
+    seed: int = 0
+    threads: int = 0
+    output: str = "runs/thunder_landmarks"
+    progress: bool = True
+    export: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def validate_landmarks(config: LandmarkTrainConfig) -> LandmarkTrainConfig:
+    """Check ranges; returns `config`."""
+    for key in ("size", "epochs", "batch_size", "lr"):
+        engine.check_positive(key, getattr(config, key))
+    for key in ("weight_decay", "threads"):
+        engine.check_positive(key, getattr(config, key), allow_zero=True)
+    engine.check_fraction("warmup_fraction", config.warmup_fraction)
+    engine.check_positive("limit", config.limit)
+    if not config.widths or any(w <= 0 for w in config.widths):
+        raise ConfigError("a list of positive layer widths is required", key="widths")
+    if config.size % 2 ** (len(config.widths) - 1):
+        raise ConfigError(
+            f"must halve {len(config.widths) - 1} times (one per width after the first)",
+            key="size",
+        )
+    if not config.data_root:
+        raise ConfigError("a data folder is required ('data:' is the shared one)", key="data_root")
+    return config
+
+
+def load_landmark_config(
+    path: str | Path, overrides: list[str] | None = None
+) -> LandmarkTrainConfig:
+    """Read a landmark-stage YAML config, apply ``key=value`` overrides, validate."""
+    raw = engine.apply_overrides(engine.read_yaml(path), overrides or [])
+    return validate_landmarks(engine.build_config(LandmarkTrainConfig, raw))
+
+
 def validate(config: DetectorTrainConfig) -> DetectorTrainConfig:
     """Check ranges and choices; returns `config`."""
     engine.check_choice("backbone", config.backbone, list_backbones())

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from facesphere.detect.thunder.model import (
@@ -37,8 +36,8 @@ from facesphere.train.engine import (
     load_checkpoint,
     require_finite,
     rng_state,
-    seed_everything,
     set_rng_state,
+    start_run,
 )
 from facesphere.train.thunder.config import DetectorTrainConfig
 from facesphere.train.thunder.data import SceneMaker, load_landmarks5, to_tensor_batch
@@ -114,13 +113,8 @@ def train_detector(
 ) -> DetectorTrainResult:
     """Train (or resume) per `config`; `labels` overrides the label file (for tests);
     `stop_at` ends early after that step (the schedule still spans `config.steps`)."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
     root = Path(config.data_root)
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    seed_everything(config.seed)
+    output = start_run(config, config.output, config.threads, config.seed)
     model = ThunderFace(spec_from_config(config))
     if config.init_weights:
         start_from(model, Path(config.init_weights))
