@@ -3,6 +3,7 @@ its training command and the bundled stage's accuracy on held-out landmarks5 cro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,16 @@ def test_bundled_landmark_stage_beats_the_head_on_held_out_crops(shared_data: Pa
     assert len(errors["refined"]) >= 40
     assert np.mean(errors["refined"]) < 0.075
     assert np.mean(errors["refined"]) < 0.85 * np.mean(errors["head"])
+
+
+def test_cached_embeddings_name_the_detector_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Embeddings cached with thunder v2's points are not served for v3's."""
+    from facesphere.detect import DETECTORS
+    from facesphere.eval.verification import pipeline_key
+
+    config = {"detector": "thunder", "recognizer": "sface", "flip": True}
+    now = pipeline_key(config, "centre", "central")
+    assert json.loads(now)["detector_version"] == THUNDER.version
+    DETECTORS.card("thunder")  # loads the registry before it is patched
+    monkeypatch.setitem(DETECTORS._cards, "thunder", THUNDER.derive(version="2"))
+    assert pipeline_key(config, "centre", "central") != now

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from facesphere.cards import ModelCard
+from facesphere.detect import DETECTORS
 from facesphere.eval.cache import EmbeddingCache
 from facesphere.eval.metrics import auc, eer, kfold_accuracy, roc_curve, tar_at_far
 from facesphere.eval.pairs import Pair
@@ -56,6 +57,10 @@ def pipeline_key(config: dict[str, Any], fallback: str, face: str) -> str:
     settings = {**{k: config.get(k) for k in keys}, "fallback": fallback, "face": face}
     if config.get("max_side") is not None:  # named only when set: earlier caches stay valid
         settings["max_side"] = config["max_side"]
+    # the detector's weights version: new weights (thunder v3's landmark stage) give new points
+    card = DETECTORS.card(config["detector"]) if config.get("detector") in DETECTORS else None
+    if card is not None:
+        settings["detector_version"] = card.version
     model_file = Path(str(config.get("recognizer")))
     if model_file.is_file():  # an exported model: its content, not its path, names it
         settings["recognizer"] = file_sha256(model_file)
