@@ -245,9 +245,6 @@ class LRSchedule:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# -- randomness ---------------------------------------------------------------------------------
-
-
 def start_run(config: Any, output: str | Path, threads: int, seed: int) -> Path:
     """Begin a run: torch threads (0 keeps torch's choice), the output folder with the
     config written into it as ``config.yaml`` (`config` has ``to_dict()``), every generator
@@ -259,6 +256,9 @@ def start_run(config: Any, output: str | Path, threads: int, seed: int) -> Path:
     (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     seed_everything(seed)
     return folder
+
+
+# -- randomness ---------------------------------------------------------------------------------
 
 
 def seed_everything(seed: int) -> None:

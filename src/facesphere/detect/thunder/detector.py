@@ -38,8 +38,7 @@ from facesphere.detect.thunder.model import (
     ProposalSettings,
     ThunderFace,
     landmarks_from_offsets,
-    load_model,
-    load_refiner,
+    load_detector_file,
 )
 from facesphere.detect.thunder.ops import clip_boxes, decode_boxes, nms
 from facesphere.detect.thunder.refine import refine_landmarks
@@ -123,12 +122,12 @@ class ThunderDetector:
             self.card = THUNDER.derive(
                 weights_file=str(path), sha256=None, weights_source=f"user-trained ({path})"
             )
-        self.model: ThunderFace = load_model(path, str(self.device)).fold_for_inference()
-        refiner = load_refiner(path, str(self.device)) if refine_landmarks else None
+        model, refiner = load_detector_file(path, str(self.device))
+        self.model: ThunderFace = model.fold_for_inference()
         # folded and channels-last, as the backbone: the same points, faster on the CPU
         self.refiner = (
             fold_batchnorm(refiner).to(memory_format=torch.channels_last)
-            if refiner is not None
+            if refiner is not None and refine_landmarks
             else None
         )
         self.score_threshold = score_threshold

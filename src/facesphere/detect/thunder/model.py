@@ -8,7 +8,8 @@ Its files, written by training and read here without it: ``facesphere-thunder`` 
 :class:`ThunderSpec`, :func:`save_model`, optionally with a trained second landmark stage,
 :mod:`facesphere.detect.thunder.refine`, under ``refiner``) and ``facesphere-thunder-checkpoint``
 (a resumable training state that also holds ``spec`` and ``state_dict``); :func:`load_model`
-reads both, :func:`load_refiner` the landmark stage.
+reads both, :func:`load_refiner` the landmark stage, :func:`load_detector_file` the two
+stages at once.
 """
 
 from __future__ import annotations
@@ -255,24 +256,15 @@ def save_model(
     save_atomic(blob, path)
 
 
-def load_refiner(path: str | Path, device: str = "cpu") -> LandmarkRefiner | None:
-    """The second landmark stage saved in a ``facesphere-thunder`` file (eval mode), or None
-    when the file has none."""
+def _read(path: str | Path, device: str) -> dict:
+    """The blob of a ``facesphere-thunder`` file or training checkpoint (ModelError else)."""
     blob = torch.load(path, map_location=device, weights_only=False)
-    saved = blob.get("refiner") if isinstance(blob, dict) else None
-    if saved is None:
-        return None
-    spec = saved["spec"]
-    refiner = LandmarkRefiner(RefinerSpec(int(spec["size"]), tuple(spec["widths"])))
-    refiner.load_state_dict({k: v.float() for k, v in saved["state_dict"].items()})
-    return refiner.eval().to(device)
-
-
-def load_model(path: str | Path, device: str = "cpu") -> ThunderFace:
-    """A model saved by :func:`save_model` (or a training checkpoint), in eval mode."""
-    blob = torch.load(path, map_location=device, weights_only=False)
-    if blob.get("format") not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
+    if not isinstance(blob, dict) or blob.get("format") not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
         raise ModelError(f"{path} is not a facesphere ThunderNet model")
+    return blob
+
+
+def _model_from(blob: dict, device: str) -> ThunderFace:
     spec = blob["spec"]
     spec = ThunderSpec(
         spec["backbone"],
@@ -283,3 +275,33 @@ def load_model(path: str | Path, device: str = "cpu") -> ThunderFace:
     model = ThunderFace(spec)
     model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
     return model.eval().to(device)
+
+
+def _refiner_from(blob: dict, device: str) -> LandmarkRefiner | None:
+    saved = blob.get("refiner")
+    if saved is None:
+        return None
+    spec = saved["spec"]
+    refiner = LandmarkRefiner(RefinerSpec(int(spec["size"]), tuple(spec["widths"])))
+    refiner.load_state_dict({k: v.float() for k, v in saved["state_dict"].items()})
+    return refiner.eval().to(device)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> ThunderFace:
+    """A model saved by :func:`save_model` (or a training checkpoint), in eval mode."""
+    return _model_from(_read(path, device), device)
+
+
+def load_refiner(path: str | Path, device: str = "cpu") -> LandmarkRefiner | None:
+    """The second landmark stage saved in a ``facesphere-thunder`` file (eval mode), or None
+    when the file has none."""
+    return _refiner_from(_read(path, device), device)
+
+
+def load_detector_file(
+    path: str | Path, device: str = "cpu"
+) -> tuple[ThunderFace, LandmarkRefiner | None]:
+    """Both stages of a ``facesphere-thunder`` file, read once: the detector and its second
+    landmark stage (None when the file has none), in eval mode."""
+    blob = _read(path, device)
+    return _model_from(blob, device), _refiner_from(blob, device)

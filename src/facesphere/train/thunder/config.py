@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facesphere.detect.thunder.refine import check_refiner_shape
 from facesphere.errors import ConfigError
 from facesphere.models.backbones import list_backbones
 from facesphere.train import engine
@@ -88,13 +89,7 @@ def validate_landmarks(config: LandmarkTrainConfig) -> LandmarkTrainConfig:
         engine.check_positive(key, getattr(config, key), allow_zero=True)
     engine.check_fraction("warmup_fraction", config.warmup_fraction)
     engine.check_positive("limit", config.limit)
-    if not config.widths or any(w <= 0 for w in config.widths):
-        raise ConfigError("a list of positive layer widths is required", key="widths")
-    if config.size % 2 ** (len(config.widths) - 1):
-        raise ConfigError(
-            f"must halve {len(config.widths) - 1} times (one per width after the first)",
-            key="size",
-        )
+    check_refiner_shape(config.size, config.widths)
     if not config.data_root:
         raise ConfigError("a data folder is required ('data:' is the shared one)", key="data_root")
     return config
