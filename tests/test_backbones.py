@@ -248,12 +248,16 @@ def test_count_flops_uses_model_input_size() -> None:
     assert 4.5e9 < flops < 6e9
 
 
-def test_channel_shuffle_is_the_same_in_channels_last_memory() -> None:
-    from facesphere.models.backbones.shufflenet import channel_shuffle
+def test_concat_shuffled_is_cat_then_channel_shuffle_in_both_layouts() -> None:
+    from facesphere.models.backbones.shufflenet import concat_shuffled
 
-    x = torch.randn(2, 12, 5, 7)
-    expected = x.view(2, 2, 6, 5, 7).transpose(1, 2).reshape(2, 12, 5, 7)
-    nhwc = channel_shuffle(x.contiguous(memory_format=torch.channels_last), 2)
-    assert torch.equal(channel_shuffle(x, 2), expected)
+    a, b = torch.randn(2, 6, 5, 7), torch.randn(2, 6, 5, 7)
+    # the textbook channel shuffle (groups=2) of the concatenation
+    expected = torch.cat((a, b), 1).view(2, 2, 6, 5, 7).transpose(1, 2).reshape(2, 12, 5, 7)
+    assert torch.equal(concat_shuffled(a, b), expected)
+    cl = torch.channels_last
+    # as in a stride-1 unit: `a` is the kept half, a channel slice of a channels-last input
+    kept = torch.cat((a, b), 1).contiguous(memory_format=cl)[:, :6]
+    nhwc = concat_shuffled(kept, b.contiguous(memory_format=cl))
     assert torch.equal(nhwc, expected)
-    assert nhwc.is_contiguous(memory_format=torch.channels_last)  # no copy back to NCHW
+    assert nhwc.is_contiguous(memory_format=cl)  # no copy back to NCHW

@@ -158,8 +158,13 @@ class ThunderDetector:
         x[:, :, :nh, :nw] = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
         x[:, :, nh:, :] = self._pad_grey
         x[:, :, :nh, nw:] = self._pad_grey
-        # (pixel - mean) / std as one multiply-add in place
-        return x.mul_(self._inv_std).add_(self._shift), (nh, nw)
+        # (pixel - mean) / std as one multiply-add in place, on rows of (R, G, B) * width
+        # values: broadcasting (1, 3, 1, 1) over NHWC memory is 20x slower
+        rows = x.permute(0, 2, 3, 1).view(ph, pw * 3)
+        torch.addcmul(
+            self._shift.flatten().repeat(pw), rows, self._inv_std.flatten().repeat(pw), out=rows
+        )
+        return x, (nh, nw)
 
     def _level(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, ...]:
         """(boxes, scores, points) found at one scale, in the original image's pixels."""

@@ -47,10 +47,20 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU matrix (N, M) of boxes a (N, 4) and b (M, 4)."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    """IoU matrix (N, M) of boxes a (N, 4) and b (M, 4).
+
+    Each coordinate is broadcast as its own (N, M) plane: about twice as fast on the CPU as
+    broadcasting (N, 1, 2) corners against (1, M, 2), with the same values."""
+    # contiguous coordinate rows: broadcasting strided columns is several times slower
+    ax1, ay1, ax2, ay2 = a.t().contiguous()
+    bx1, by1, bx2, by2 = b.t().contiguous()
+    iw = (torch.minimum(ax2[:, None], bx2[None]) - torch.maximum(ax1[:, None], bx1[None])).clamp_(
+        min=0
+    )
+    ih = (torch.minimum(ay2[:, None], by2[None]) - torch.maximum(ay1[:, None], by1[None])).clamp_(
+        min=0
+    )
+    inter = iw * ih
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return inter / union.clamp(min=1e-6)
 
@@ -121,31 +131,17 @@ def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     return torch.cat(kept)
 
 
-def _bilinear_gather(feats: Tensor, batch: Tensor, bins: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    """Bilinear samples of ``feats`` (N, B, C, H, W) at (x, y); batch/bins/x/y broadcast to
-    a common shape S; returns (*S, C). Points beyond one pixel outside the map give zero.
-
-    The four corners of every sample are read in one gather and blended in one weighted sum
-    (few large ops rather than many small ones: the head runs on every RoI of every image)."""
-    _, _, _, h, w = feats.shape
-    valid = ((x > -1.0) & (x < w) & (y > -1.0) & (y < h)).to(feats.dtype)
-    x = x.clamp(0, w - 1)
-    y = y.clamp(0, h - 1)
-    x0 = x.floor().clamp(max=w - 1)
-    y0 = y.floor().clamp(max=h - 1)
-    fx = x - x0
-    fy = y - y0
-    x0, y0 = x0.long(), y0.long()
-    x1 = (x0 + 1).clamp(max=w - 1)
-    y1 = (y0 + 1).clamp(max=h - 1)
-    # corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) stacked on a last axis of 4
-    index = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1)
-    weight = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], dim=-1)
-    weight = weight * valid.unsqueeze(-1)
-    flat = feats.flatten(3)  # (N, B, C, H*W)
-    # advanced indices around a slice: the indexed dims come first, the slice (C) last
-    corners = flat[batch.unsqueeze(-1), bins.unsqueeze(-1), :, index]  # (*S, 4, C)
-    return (corners * weight.unsqueeze(-1)).sum(dim=-2)
+def _axis_taps(pos: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Bilinear taps along one axis of length `size` for sample positions `pos` (...,):
+    the two neighbouring indices and their weights, each (..., 2). A position beyond one
+    pixel outside the axis gets zero weight; one within that pixel reads the edge."""
+    valid = ((pos > -1.0) & (pos < size)).to(pos.dtype)
+    pos = pos.clamp(0, size - 1)
+    low = pos.floor().clamp(max=size - 1)
+    frac = pos - low
+    low = low.long()
+    high = (low + 1).clamp(max=size - 1)
+    return torch.stack([low, high], dim=-1), torch.stack([(1 - frac) * valid, frac * valid], dim=-1)
 
 
 def ps_roi_align(
@@ -162,32 +158,41 @@ def ps_roi_align(
     rois: (R, 5) rows of (batch index, x1, y1, x2, y2) in input-image pixels.
     Each bin averages ``sampling_ratio ** 2`` bilinear samples taken at the centres of a
     regular grid inside the bin, from its own channel group. Returns (R, C, k, k).
+
+    Bins are axis-aligned, so the bilinear taps are worked out per axis (R x k x s values
+    each) and combined by broadcasting; each bin then reads its 4 s^2 taps as C-channel rows
+    of one table in a single gather and blends them in one batched product.
     """
     n, channels, h, w = features.shape
-    k = output_size
+    k, s = output_size, sampling_ratio
     if channels % (k * k):
         raise ValueError(f"{channels} channels do not split into {k}x{k} bins")
     c = channels // (k * k)
     r = rois.shape[0]
     if r == 0:
         return features.new_zeros((0, c, k, k))
-    feats = features.view(n, k * k, c, h, w)
-    batch = rois[:, 0].long()
+    # rows of (image, bin, position) with each bin's C channels contiguous
+    table = features.reshape(n, k * k, c, h * w).transpose(2, 3).reshape(-1, c)
     x1 = rois[:, 1] * spatial_scale
     y1 = rois[:, 2] * spatial_scale
     bin_w = ((rois[:, 3] - rois[:, 1]) * spatial_scale).clamp(min=1.0 / k) / k
     bin_h = ((rois[:, 4] - rois[:, 2]) * spatial_scale).clamp(min=1.0 / k) / k
-    s = sampling_ratio
     # position of each sample inside the roi in bin units: bin index + (p + 0.5) / s
     grid = torch.arange(k, dtype=features.dtype, device=features.device)
     sub = (torch.arange(s, dtype=features.dtype, device=features.device) + 0.5) / s
     offsets = (grid[:, None] + sub[None, :]).reshape(-1)  # (k * s,)
     # sample coordinates on the feature map, feature pixel centres at integer positions
-    ys = y1[:, None] + offsets[None, :] * bin_h[:, None] - 0.5  # (R, k*s)
-    xs = x1[:, None] + offsets[None, :] * bin_w[:, None] - 0.5
-    ys = ys.view(r, k, 1, s, 1).expand(r, k, k, s, s)
-    xs = xs.view(r, 1, k, 1, s).expand(r, k, k, s, s)
-    bins = torch.arange(k * k, device=features.device).view(1, k, k, 1, 1)
-    samples = _bilinear_gather(feats, batch.view(r, 1, 1, 1, 1), bins, xs, ys)
-    pooled = samples.mean(dim=(3, 4))  # (R, k, k, C)
+    y_index, y_weight = _axis_taps((y1[:, None] + offsets * bin_h[:, None] - 0.5).view(r, k, s), h)
+    x_index, x_weight = _axis_taps((x1[:, None] + offsets * bin_w[:, None] - 0.5).view(r, k, s), w)
+    bins = torch.arange(k * k, device=features.device).view(1, k, k)
+    first_row = (rois[:, 0].long().view(r, 1, 1) * (k * k) + bins) * (h * w)  # (R, k, k)
+    # (R, row i, column j, sample y, tap y, sample x, tap x)
+    index = (
+        first_row.view(r, k, k, 1, 1, 1, 1)
+        + (y_index * w).view(r, k, 1, s, 2, 1, 1)
+        + x_index.view(r, 1, k, 1, 1, s, 2)
+    )
+    weight = y_weight.view(r, k, 1, s, 2, 1, 1) * (x_weight / (s * s)).view(r, 1, k, 1, 1, s, 2)
+    taps = table.index_select(0, index.reshape(-1)).view(r * k * k, 4 * s * s, c)
+    pooled = torch.bmm(weight.reshape(r * k * k, 1, 4 * s * s), taps).view(r, k, k, c)
     return pooled.permute(0, 3, 1, 2).contiguous()

@@ -2,7 +2,8 @@
 
 A basic unit splits the channels in two halves, transforms one (1x1 - depthwise - 1x1) and
 concatenates it with the untouched half; a downsampling unit feeds the whole input to two
-strided branches. A channel shuffle after each concatenation mixes the halves. SNet is the
+strided branches. A channel shuffle after each concatenation mixes the halves (both done
+as one interleaving copy, `concat_shuffled`). SNet is the
 same network with 5x5 instead of 3x3 depthwise kernels and ThunderNet's stage widths; SNet49
 keeps a 512-channel conv5, SNet146 and SNet535 drop it. ``forward_c4_c5`` exposes the
 stride-16 and stride-32 maps for use as a detector backbone.
@@ -28,15 +29,16 @@ from facesphere.models.backbones._registry import register_backbone
 STAGE_REPEATS = (4, 8, 4)
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave ``groups`` channel groups: (N, g*c, H, W) -> channels ordered c-major."""
-    n, channels, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        # NHWC in memory: shuffle the innermost axis and stay channels-last (one copy)
-        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, channels // groups)
-        return nhwc.transpose(3, 4).reshape(n, h, w, channels).permute(0, 3, 1, 2)
-    x = x.view(n, groups, channels // groups, h, w).transpose(1, 2)
-    return x.reshape(n, channels, h, w)
+def concat_shuffled(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``channel_shuffle(cat((a, b)), groups=2)`` in one copy: (N, C, H, W) halves
+    interleaved, channel 2i from `a[:, i]` and 2i + 1 from `b[:, i]`. A channels-last `b`
+    (a conv output) gives a channels-last result, the interleave then running along the
+    innermost memory axis; `a` may be any view (a channel slice of the unit's input)."""
+    n, c, h, w = a.shape
+    if b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous():
+        nhwc = torch.stack((a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)), dim=-1)
+        return nhwc.view(n, h, w, 2 * c).permute(0, 3, 1, 2)
+    return torch.stack((a, b), dim=2).view(n, 2 * c, h, w)
 
 
 class ShuffleUnit(nn.Module):
@@ -69,10 +71,8 @@ class ShuffleUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             kept, x = x.chunk(2, dim=1)
-            out = torch.cat((kept, self.main_branch(x)), dim=1)
-        else:
-            out = torch.cat((self.shortcut_branch(x), self.main_branch(x)), dim=1)
-        return channel_shuffle(out, 2)
+            return concat_shuffled(kept, self.main_branch(x))
+        return concat_shuffled(self.shortcut_branch(x), self.main_branch(x))
 
 
 class ShuffleNetV2(FaceBackbone):
