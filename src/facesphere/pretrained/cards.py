@@ -124,7 +124,7 @@ DLIB_HOG = ModelCard(
 
 THUNDER = ModelCard(
     name="thunder",
-    version="3",
+    version="4",
     task="detection",
     landmark_scheme="standard5",
     input_size=(320, 320),
@@ -134,7 +134,7 @@ THUNDER = ModelCard(
         "stage by configs/thunder_landmarks.yaml (docs/thunder.md)"
     ),
     weights_file="facesphere:assets/thunder_snet49.pt",
-    sha256="d16af52ffcb4a4cc0e0c74d0fe76de0757618cad69be29ec914d255690a01ce4",
+    sha256="2b4549cdc365f72d2161ebf9b752d46ebf4fde16e76b225e0b9efa295a9e82a7",
     licence="Apache-2.0 (this project)",
     data_licence=(
         "WIDER FACE training photos and boxes (the train part of the shared subset; WIDER FACE "
