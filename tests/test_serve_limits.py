@@ -376,6 +376,34 @@ def test_503_when_the_queue_wait_passes_the_budget(
     assert detect(client, keys["read"]).status_code == 200
 
 
+def test_a_slot_freed_after_the_deadline_is_not_taken() -> None:
+    """A waiter woken late (as on a loaded machine) finds the slot free only after its
+    request's deadline: it gives the slot back and raises rather than running."""
+    from facesphere.serve.work import _DEADLINE, ServiceBusyError, WorkQueue
+
+    work = WorkQueue(slots=1, queue_size=1, budget_s=0.05)
+    real = work._free
+
+    class LateSemaphore:
+        def acquire(self, timeout: float) -> bool:
+            time.sleep(timeout + 0.02)  # woken after the deadline, the slot free by then
+            return real.acquire(blocking=False)
+
+        def release(self) -> None:
+            real.release()
+
+    work._free = LateSemaphore()  # type: ignore[assignment]
+    token = _DEADLINE.set(time.monotonic() + 0.05)
+    ran = False
+    try:
+        with pytest.raises(ServiceBusyError, match="request budget"), work.slot():
+            ran = True
+    finally:
+        _DEADLINE.reset(token)
+    assert not ran
+    assert real.acquire(blocking=False)  # the slot was given back
+
+
 def test_an_analysis_past_its_budget_keeps_its_slot(
     make_client: Callable[..., TestClient], keys: dict[str, str]
 ) -> None:

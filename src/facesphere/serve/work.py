@@ -110,7 +110,13 @@ class WorkQueue:
         (ServiceBusyError then)."""
         deadline = _DEADLINE.get()
         wait = self.budget_s if deadline is None else deadline - time.monotonic()
-        if wait <= 0 or not self._free.acquire(timeout=wait):
+        got = wait > 0 and self._free.acquire(timeout=wait)
+        if got and deadline is not None and time.monotonic() >= deadline:
+            # a waiter woken late (a loaded machine) may take a slot freed after its deadline:
+            # its request was answered 503 already, so its analysis must not run
+            self._free.release()
+            got = False
+        if not got:
             raise ServiceBusyError(
                 f"no analysis slot of {self.slots} came free within the request budget of "
                 f"{self.budget_s:g} s; retry later",
