@@ -138,8 +138,9 @@ class ThunderDetector:
         mean = torch.tensor(np.broadcast_to(norm.mean, (3,)), dtype=torch.float32)
         std = torch.tensor(np.broadcast_to(norm.std, (3,)), dtype=torch.float32)
         self._pad_grey = mean.round().reshape(1, 3, 1, 1).to(self.device)
-        self._inv_std = (1 / std).reshape(1, 3, 1, 1).to(self.device)
-        self._shift = (-mean / std).reshape(1, 3, 1, 1).to(self.device)
+        # per (R, G, B) value of an NHWC row, as `_input` applies them
+        self._inv_std = (1 / std).to(self.device)
+        self._shift = (-mean / std).to(self.device)
 
     def _input(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, tuple[int, int]]:
         """The network input of `image` at `scale` (padded to a multiple of 32 with the
@@ -161,9 +162,7 @@ class ThunderDetector:
         # (pixel - mean) / std as one multiply-add in place, on rows of (R, G, B) * width
         # values: broadcasting (1, 3, 1, 1) over NHWC memory is 20x slower
         rows = x.permute(0, 2, 3, 1).view(ph, pw * 3)
-        torch.addcmul(
-            self._shift.flatten().repeat(pw), rows, self._inv_std.flatten().repeat(pw), out=rows
-        )
+        torch.addcmul(self._shift.repeat(pw), rows, self._inv_std.repeat(pw), out=rows)
         return x, (nh, nw)
 
     def _level(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, ...]:

