@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from facesphere.cards import TRAINING_NORMALIZATION, ModelCard
+from facesphere.cards import TRAINING_NORMALIZATION, ModelCard, Normalization
 from facesphere.cli.main import app
-from facesphere.errors import ConfigError, ModelError, ModelFileError
+from facesphere.errors import ConfigError, ImageError, ModelError, ModelFileError
 from facesphere.export import export_model
 from facesphere.models.backbones import create_backbone
 from facesphere.models.checkpoint import save_backbone, trained_card
@@ -92,6 +92,24 @@ def test_card_json_round_trip_and_bad_cards() -> None:
         ModelCard.from_json("{")
     with pytest.raises(ModelError, match="needs embedding_dim"):
         ModelCard(name="x", version="1", task="recognition", weights_source="", licence="")
+
+
+def test_normalization_works_row_by_row_and_checks_the_channels() -> None:
+    norm = Normalization((120.0, 110.5, 100.25), (60.0, 64.5, 70.0))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    expected = (pixels.astype(np.float32) - np.float32(norm.mean)) / np.float32(norm.std)
+    cases = [
+        (pixels, expected),
+        (pixels.transpose(0, 2, 1, 3), expected.transpose(0, 2, 1, 3)),  # not C-contiguous
+        (pixels[0, 2], expected[0, 2]),  # one row of pixels
+    ]
+    for view, want in cases:
+        out = norm.apply(view)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, want)
+    with pytest.raises(ImageError, match=r"\(\.\.\., 3\)"):
+        norm.apply(np.zeros((4, 4, 1), np.uint8))
 
 
 def test_create_recognizer_names_and_paths(tmp_path: Path) -> None:

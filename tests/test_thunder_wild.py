@@ -18,7 +18,13 @@ from facesphere.detect.thunder.detector import (
     ThunderDetector,
     working_scales,
 )
-from facesphere.detect.thunder.model import ThunderFace, ThunderSpec, load_model, save_model
+from facesphere.detect.thunder.model import (
+    ThunderFace,
+    ThunderSpec,
+    load_model,
+    save_model,
+    traced_feature_maps,
+)
 from facesphere.errors import ConfigError, DataError
 from facesphere.models.fold import fold_batchnorm
 from facesphere.train.thunder.config import config_from_dict
@@ -131,6 +137,23 @@ def test_folded_batch_norm_gives_the_same_outputs() -> None:
         torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(ThunderFace().train())
+
+
+def test_traced_feature_maps_match_eager_ones_at_other_sizes() -> None:
+    torch.manual_seed(0)
+    model = ThunderFace(ThunderSpec(input_size=128))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+    model.eval().fold_for_inference()
+    traced = traced_feature_maps(model)  # traced on a 64x64 image
+    for height, width in ((96, 224), (320, 192)):
+        x = torch.randn(1, 3, height, width).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            eager, fast = model.feature_maps(x), traced(x)
+        assert fast[0].shape == (1, 245, height // 16, width // 16)
+        for a, b in zip(eager, fast, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 # -- training data -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from facesphere.detect.thunder.model import (
     ThunderFace,
     landmarks_from_offsets,
     load_detector_file,
+    traced_feature_maps,
 )
 from facesphere.detect.thunder.ops import clip_boxes, decode_boxes, nms
 from facesphere.detect.thunder.refine import refine_landmarks
@@ -124,6 +125,7 @@ class ThunderDetector:
             )
         model, refiner = load_detector_file(path, str(self.device))
         self.model: ThunderFace = model.fold_for_inference()
+        self._feature_maps = traced_feature_maps(self.model)
         # folded and channels-last, as the backbone: the same points, faster on the CPU
         self.refiner = (
             fold_batchnorm(refiner).to(memory_format=torch.channels_last)
@@ -168,10 +170,13 @@ class ThunderDetector:
     def _level(self, image: np.ndarray, scale: float) -> tuple[torch.Tensor, ...]:
         """(boxes, scores, points) found at one scale, in the original image's pixels."""
         x, (height, width) = self._input(image, scale)
-        sam, logits, deltas, anchors = self.model.features(x)
-        cells = sam.shape[-2] * sam.shape[-1]
+        sam, logits, deltas = self._feature_maps(x)
         rois = self.model.proposals(
-            logits, deltas, anchors, (x.shape[2], x.shape[3]), proposals_for(cells)
+            logits,
+            deltas,
+            self.model.anchors(tuple(sam.shape[-2:]), x.device),
+            (x.shape[2], x.shape[3]),
+            proposals_for(sam.shape[-2] * sam.shape[-1]),
         )
         empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 5, 2))
         if len(rois) == 0:

@@ -14,6 +14,8 @@ stages at once.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -161,14 +163,18 @@ class ThunderFace(nn.Module):
             ).to(device)
         return self._anchor_cache[key]
 
-    def features(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """SAM features (N, 245, H/16, W/16), RPN logits (N, K), deltas (N, K, 4), anchors."""
+    def feature_maps(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """SAM features (N, 245, H/16, W/16), RPN logits (N, K) and deltas (N, K, 4)."""
         c4, c5 = self.backbone.forward_c4_c5(images)
         # a channels-last backbone (inference) hands NCHW maps on: the heads are faster so
         cem = self.cem(c4.contiguous(), c5.contiguous())
         rpn_feats, logits, deltas = self.rpn(cem)
-        sam = self.sam(cem, rpn_feats)
-        return sam, logits, deltas, self.anchors(tuple(cem.shape[-2:]), images.device)
+        return self.sam(cem, rpn_feats), logits, deltas
+
+    def features(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`feature_maps` and the anchors of their cells."""
+        sam, logits, deltas = self.feature_maps(images)
+        return sam, logits, deltas, self.anchors(tuple(sam.shape[-2:]), images.device)
 
     @torch.no_grad()
     def proposals(
@@ -215,6 +221,24 @@ class ThunderFace(nn.Module):
         """R-CNN logits, box deltas and landmark offsets for (R, 5) RoIs."""
         pooled = ps_roi_align(sam, rois, POOL_SIZE, 1.0 / STRIDE)
         return self.head(pooled)
+
+
+def traced_feature_maps(model: ThunderFace) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """`model.feature_maps` traced by TorchScript, for inference on channels-last images of any
+    size (at least 64 px a side) on the model's device. The outputs are the same; the 200-odd
+    tensor operations then run back to back in C++ instead of being called one by one from
+    Python, which measured 20-30% faster on 2 CPU cores (docs/thunder.md). For a model made
+    ready by `fold_for_inference`: the trace keeps the channels-last path of `concat_shuffled`."""
+    device = next(model.parameters()).device
+    example = torch.zeros((1, 3, 64, 64), device=device).contiguous(
+        memory_format=torch.channels_last
+    )
+    with warnings.catch_warnings(), torch.inference_mode():
+        # torch.jit is deprecated in favour of torch.export, which ran no faster than eager
+        # here, and torch.compile, which needs a C++ compiler at run time
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace_module(model, {"feature_maps": example}, check_trace=False)
+    return traced.feature_maps
 
 
 def landmarks_from_offsets(offsets: Tensor, boxes: Tensor) -> Tensor:

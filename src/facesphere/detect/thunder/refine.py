@@ -124,11 +124,8 @@ def face_crops(image: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:
 
 
 def crops_to_tensor(crops: np.ndarray, normalization: Normalization) -> Tensor:
-    """(N, size, size, 3) uint8 -> (N, 3, size, size) float32, (pixel - mean) / std."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    mean = torch.as_tensor(normalization.mean, dtype=torch.float32).reshape(-1, 1, 1)
-    std = torch.as_tensor(normalization.std, dtype=torch.float32).reshape(-1, 1, 1)
-    return (x - mean) / std
+    """(N, size, size, 3) uint8 -> (N, 3, size, size) float32 channels-last (pixel - mean) / std."""
+    return torch.from_numpy(normalization.apply(crops)).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
