@@ -124,7 +124,7 @@ DLIB_HOG = ModelCard(
 
 THUNDER = ModelCard(
     name="thunder",
-    version="4",
+    version="5",
     task="detection",
     landmark_scheme="standard5",
     input_size=(320, 320),
@@ -134,7 +134,7 @@ THUNDER = ModelCard(
         "stage by configs/thunder_landmarks.yaml (docs/thunder.md)"
     ),
     weights_file="facesphere:assets/thunder_snet49.pt",
-    sha256="2b4549cdc365f72d2161ebf9b752d46ebf4fde16e76b225e0b9efa295a9e82a7",
+    sha256="f1b41b6ce966bedfc2b5fc0232529c722a700c9a7ee1b75ed848ef2c8eb7b9a7",
     licence="Apache-2.0 (this project)",
     data_licence=(
         "WIDER FACE training photos and boxes (the train part of the shared subset; WIDER FACE "
