@@ -113,14 +113,18 @@ def test_face_larger_than_the_anchors_is_found_on_a_coarser_level(shared_data: P
     assert _best_iou(detector.detect(big), face.box * 8) >= 0.5
 
 
-def test_folded_batch_norm_gives_the_same_outputs() -> None:
-    model = ThunderFace(ThunderSpec(input_size=128))
-    for module in model.modules():  # non-trivial statistics to fold
+def _with_batch_norm_statistics(model: ThunderFace) -> ThunderFace:
+    """`model` in eval mode with non-trivial batch-norm statistics and scales to fold."""
+    for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
-    model.eval()
+    return model.eval()
+
+
+def test_folded_batch_norm_gives_the_same_outputs() -> None:
+    model = _with_batch_norm_statistics(ThunderFace(ThunderSpec(input_size=128)))
     x = torch.randn(1, 3, 128, 160)
     with torch.no_grad():
         before = model.features(x)[:3]
@@ -141,11 +145,8 @@ def test_folded_batch_norm_gives_the_same_outputs() -> None:
 
 def test_traced_feature_maps_match_eager_ones_at_other_sizes() -> None:
     torch.manual_seed(0)
-    model = ThunderFace(ThunderSpec(input_size=128))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-    model.eval().fold_for_inference()
+    model = _with_batch_norm_statistics(ThunderFace(ThunderSpec(input_size=128)))
+    model.fold_for_inference()
     traced = traced_feature_maps(model)  # traced on a 64x64 image
     for height, width in ((96, 224), (320, 192)):
         x = torch.randn(1, 3, height, width).contiguous(memory_format=torch.channels_last)
